@@ -1,0 +1,208 @@
+"""The model catalog (``datasets/models.csv``) and memory you can predict before loading.
+
+``estimate_memory(model, precision, context, batch)`` = weights + KV cache + runtime overhead,
+in GB (1e9 bytes). The rules, written out so a learner can check them by hand:
+
+- weights: the parameters of the transformer blocks' linear layers are stored at the
+  precision's bytes per parameter; embeddings, norms and an untied LM head stay in the compute
+  dtype (bitsandbytes quantizes ``nn.Linear`` layers only and skips ``lm_head``).
+- KV cache: 2 (K and V) x layers x kv_heads x head_dim x context x batch x bytes of the
+  compute dtype.
+- overhead: a fixed runtime part (CUDA context on a GPU) plus the prefill activations of the
+  widest layer (the MLP's two intermediate projections) for the whole batch and context.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .data import load_rows
+from .errors import InputError, ModelNotFoundError
+
+MODEL_NUMERIC = [
+    "params_b", "layers", "hidden", "intermediate", "heads", "kv_heads", "head_dim", "vocab", "context",
+    "tied_embeddings", "experts", "experts_active", "qkv_bias", "gated",
+]
+
+# bytes per parameter of a quantized linear layer, including its scales
+#   int8 (LLM.int8): 1 byte + one fp32 scale per output row (negligible)
+#   nf4/fp4 with double quantization: 4 bits + 8-bit absmax per 64 weights + fp32 per 256 blocks
+#   nf4/fp4 without: 4 bits + fp32 absmax per 64 weights
+#   GGUF Q4_1: blocks of 32 4-bit weights with an fp16 scale and an fp16 minimum = 5 bits
+#   GGUF Q8_0: blocks of 32 int8 weights with an fp16 scale = 8.5 bits
+LINEAR_BYTES = {
+    "fp32": 4.0,
+    "bf16": 2.0,
+    "fp16": 2.0,
+    "int8": 1.0,
+    "nf4": 0.5 + (8 / 64 + 32 / (64 * 256)) / 8,
+    "fp4": 0.5 + (8 / 64 + 32 / (64 * 256)) / 8,
+    "nf4-nodq": 0.5 + 32 / 64 / 8,
+    "gguf-q4_1": 5 / 8,
+    "gguf-q8_0": 8.5 / 8,
+}
+PRECISIONS = list(LINEAR_BYTES)
+# the dtype everything that is not a quantized linear layer is kept in
+COMPUTE_BYTES = {"fp32": 4.0}
+CUDA_CONTEXT_GB = 0.5  # CUDA context + cuBLAS workspace, typical of recent drivers (measured in Lab 02)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One catalog row. Numbers are as published in the model's config.json."""
+
+    key: str
+    hub_id: str
+    params_b: float
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    context: int
+    tied_embeddings: bool
+    experts: int
+    experts_active: int
+    qkv_bias: bool
+    license: str
+    gated: bool
+    embedded_package: str
+    source: str
+    date: object
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden
+
+    @property
+    def linear_params_per_layer(self) -> int:
+        h, d = self.hidden, self.head_dim
+        attention = h * self.heads * d + 2 * h * self.kv_heads * d + self.heads * d * h
+        mlp = 3 * h * self.intermediate * self.experts
+        return attention + mlp
+
+    @property
+    def linear_params(self) -> int:
+        """Parameters in the blocks' linear layers (what bitsandbytes quantizes)."""
+        return self.layers * self.linear_params_per_layer
+
+    def parameter_count(self) -> int:
+        """Parameters computed from the architecture (checked against ``params_b`` in tests)."""
+        h = self.hidden
+        bias = (self.heads + 2 * self.kv_heads) * self.head_dim if self.qkv_bias else 0
+        router = h * self.experts if self.experts > 1 else 0
+        per_layer = self.linear_params_per_layer + bias + router + 2 * h
+        head = 0 if self.tied_embeddings else self.embedding_params
+        return self.layers * per_layer + self.embedding_params + head + h
+
+    def active_parameter_count(self) -> int:
+        """Parameters used per token (differs from the total for mixture-of-experts models)."""
+        if self.experts <= 1:
+            return self.parameter_count()
+        unused = self.layers * 3 * self.hidden * self.intermediate * (self.experts - self.experts_active)
+        return self.parameter_count() - unused
+
+
+@lru_cache(maxsize=1)
+def catalog() -> dict[str, ModelSpec]:
+    """All catalog models, keyed by short key (``"qwen2.5-1.5b"``)."""
+    out = {}
+    for row in load_rows("models.csv", numeric=MODEL_NUMERIC, required=["key", "hub_id", "license"]):
+        values = {name: row[name] for name in ModelSpec.__dataclass_fields__}
+        for name in ["layers", "hidden", "intermediate", "heads", "kv_heads", "head_dim", "vocab", "context", "experts", "experts_active"]:
+            values[name] = int(values[name])
+        for name in ["tied_embeddings", "qkv_bias", "gated"]:
+            values[name] = bool(values[name])
+        out[row["key"]] = ModelSpec(**values)
+    return out
+
+
+def find_model(ref: str) -> ModelSpec | None:
+    """A catalog entry by key or hub id (case-insensitive), or None."""
+    wanted = ref.strip().lower()
+    for spec in catalog().values():
+        if wanted in (spec.key.lower(), spec.hub_id.lower()):
+            return spec
+    return None
+
+
+def get_model(ref: str) -> ModelSpec:
+    """Like :func:`find_model` but raises a clear error with close matches."""
+    spec = find_model(ref)
+    if spec is None:
+        names = [s.key for s in catalog().values()] + [s.hub_id for s in catalog().values()]
+        close = difflib.get_close_matches(ref, names, n=3, cutoff=0.4)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ModelNotFoundError(
+            f"model {ref!r} is not in the course catalog (datasets/models.csv)",
+            fix=f"{hint}catalog keys: {', '.join(catalog())}",
+        )
+    return spec
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """A memory prediction in GB (1e9 bytes), with its parts."""
+
+    model: str
+    precision: str
+    context: int
+    batch: int
+    weights_gb: float
+    kv_cache_gb: float
+    overhead_gb: float
+
+    @property
+    def total_gb(self) -> float:
+        return self.weights_gb + self.kv_cache_gb + self.overhead_gb
+
+    def as_row(self) -> dict:
+        return {
+            "model": self.model, "precision": self.precision, "context": self.context, "batch": self.batch,
+            "weights GB": round(self.weights_gb, 3), "KV cache GB": round(self.kv_cache_gb, 3),
+            "overhead GB": round(self.overhead_gb, 3), "total GB": round(self.total_gb, 3),
+        }
+
+
+def compute_bytes(precision: str) -> float:
+    """Bytes per value of the dtype that non-quantized tensors and activations use."""
+    return 4.0 if precision == "fp32" else 2.0
+
+
+def estimate_weights_bytes(spec: ModelSpec, precision: str) -> float:
+    """Bytes of weights at ``precision`` (see the module docstring for the rules)."""
+    if precision not in LINEAR_BYTES:
+        raise InputError(f"unknown precision {precision!r}", fix=f"use one of: {', '.join(PRECISIONS)}")
+    other_params = spec.parameter_count() - spec.linear_params
+    if precision.startswith("gguf"):
+        # GGUF files quantize the embeddings too (output and token-embedding tensors)
+        return spec.parameter_count() * LINEAR_BYTES[precision]
+    return spec.linear_params * LINEAR_BYTES[precision] + other_params * compute_bytes(precision)
+
+
+def estimate_memory(model: str | ModelSpec, precision: str, context: int = 4096, batch: int = 1, device: str = "cuda") -> MemoryEstimate:
+    """Predict memory for running ``model`` at ``precision`` with ``batch`` sequences of ``context`` tokens.
+
+    Args:
+        model: catalog key, hub id or a ModelSpec.
+        precision: one of ``PRECISIONS`` (fp32, bf16, fp16, int8, nf4, fp4, gguf-q4_1, ...).
+        context: tokens per sequence held in the KV cache (prompt + generated).
+        batch: sequences decoded together.
+        device: ``"cuda"`` adds the CUDA context to the overhead; ``"cpu"`` does not.
+
+    Returns:
+        MemoryEstimate with weights, KV cache and overhead in GB (1e9 bytes).
+    """
+    spec = model if isinstance(model, ModelSpec) else get_model(model)
+    for name, value in (("context", context), ("batch", batch)):
+        if not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}", fix=f"pass {name} >= 1")
+    weights = estimate_weights_bytes(spec, precision)
+    kv_bytes = compute_bytes(precision)
+    kv = 2 * spec.layers * spec.kv_heads * spec.head_dim * context * batch * kv_bytes
+    activations = batch * context * (2 * spec.intermediate + spec.hidden) * compute_bytes(precision)
+    overhead = (CUDA_CONTEXT_GB * 1e9 if device == "cuda" else 0.0) + activations
+    return MemoryEstimate(spec.key, precision, context, batch, weights / 1e9, kv / 1e9, overhead / 1e9)

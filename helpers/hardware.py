@@ -1,0 +1,174 @@
+"""Hardware: what this machine has, the GPU spec table, and the bandwidth roofline.
+
+``detect_hardware()`` describes the machine it runs on; ``describe_gpu("T4")`` builds the same
+description from the spec table, so plans for other machines can be computed (and tested)
+anywhere.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from .data import load_rows
+from .errors import InputError
+
+GPU_NUMERIC = ["vram_gb", "bandwidth_gbps", "fp16_tflops", "bf16_tflops", "int8_tops", "tdp_w", "compute_capability"]
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """A machine as the planner sees it.
+
+    Attributes:
+        kind: ``"cpu"`` or ``"cuda"``.
+        name: GPU name as the driver reports it, or the CPU model.
+        vram_gb: GPU memory in GB (1e9 bytes); 0 on CPU.
+        compute_capability: e.g. ``(7, 5)`` for a T4; ``None`` on CPU.
+        bf16: whether the GPU computes in bfloat16 natively (compute capability >= 8.0).
+        cpu_cores: logical CPU cores usable by this process.
+        ram_gb: system memory in GB.
+        spec: the matching row of ``datasets/gpu_specs.csv``, if any.
+    """
+
+    kind: str
+    name: str
+    vram_gb: float = 0.0
+    compute_capability: tuple[int, int] | None = None
+    bf16: bool = False
+    cpu_cores: int = 1
+    ram_gb: float = 0.0
+    spec: dict | None = field(default=None, compare=False)
+
+    @property
+    def has_gpu(self) -> bool:
+        return self.kind == "cuda"
+
+    @property
+    def bandwidth_gbps(self) -> float | None:
+        """Memory bandwidth in GB/s from the spec table, or None if the GPU is not in it."""
+        return self.spec["bandwidth_gbps"] if self.spec else None
+
+    def summary(self) -> str:
+        if self.has_gpu:
+            cc = ".".join(map(str, self.compute_capability or ()))
+            return (
+                f"GPU {self.name}, {self.vram_gb:.1f} GB, compute capability {cc}, "
+                f"bf16 {'yes' if self.bf16 else 'no'}; {self.cpu_cores} CPU cores, {self.ram_gb:.1f} GB RAM"
+            )
+        return f"CPU only: {self.name}, {self.cpu_cores} cores, {self.ram_gb:.1f} GB RAM (no GPU found)"
+
+
+@lru_cache(maxsize=1)
+def gpu_specs() -> dict[str, dict]:
+    """The GPU spec table, keyed by short name (``"T4"``, ``"A100-80GB"``, ...)."""
+    rows = load_rows("gpu_specs.csv", numeric=GPU_NUMERIC, required=["name", "aliases", "tier"])
+    return {row["name"]: row for row in rows}
+
+
+def find_spec(gpu_name: str) -> dict | None:
+    """Match a driver-reported GPU name (``"Tesla T4"``) to a spec row, or None."""
+    wanted = gpu_name.strip().lower()
+    for row in gpu_specs().values():
+        names = [row["name"]] + row["aliases"].split("|")
+        if any(wanted == n.strip().lower() for n in names):
+            return row
+    # driver names carry extra words ("NVIDIA A100-SXM4-80GB MIG 1g.10gb"); longest alias wins
+    best, best_len = None, 0
+    for row in gpu_specs().values():
+        for alias in [row["name"]] + row["aliases"].split("|"):
+            alias_l = alias.strip().lower()
+            if alias_l and alias_l in wanted and len(alias_l) > best_len:
+                best, best_len = row, len(alias_l)
+    return best
+
+
+def _ram_gb() -> float:
+    try:
+        import psutil
+
+        return psutil.virtual_memory().total / 1e9
+    except Exception:  # pragma: no cover - psutil is a dependency
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+
+
+def _cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def cpu_hardware() -> Hardware:
+    """This machine's CPU as a Hardware description (used when no GPU is found)."""
+    return Hardware(kind="cpu", name=platform.processor() or platform.machine(), cpu_cores=_cpu_cores(), ram_gb=_ram_gb())
+
+
+def detect_hardware() -> Hardware:
+    """Describe this machine: the first CUDA GPU if torch sees one, else the CPU."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            cc = (props.major, props.minor)
+            return Hardware(
+                kind="cuda",
+                name=props.name,
+                vram_gb=props.total_memory / 1e9,
+                compute_capability=cc,
+                bf16=cc >= (8, 0),
+                cpu_cores=_cpu_cores(),
+                ram_gb=_ram_gb(),
+                spec=find_spec(props.name),
+            )
+    except ImportError:
+        pass
+    return cpu_hardware()
+
+
+def describe_gpu(name: str, ram_gb: float = 32.0, cpu_cores: int = 8) -> Hardware:
+    """A Hardware description of a GPU from the spec table (for planning other machines)."""
+    spec = find_spec(name)
+    if spec is None:
+        known = ", ".join(gpu_specs())
+        raise InputError(f"GPU {name!r} is not in datasets/gpu_specs.csv", fix=f"use one of: {known}, or describe it with Hardware(...)")
+    cc_value = spec["compute_capability"]
+    major = int(cc_value)
+    minor = int(round((cc_value - major) * 10))
+    return Hardware(
+        kind="cuda",
+        name=spec["name"],
+        vram_gb=spec["vram_gb"],
+        compute_capability=(major, minor),
+        bf16=spec["bf16_tflops"] > 0,
+        cpu_cores=cpu_cores,
+        ram_gb=ram_gb,
+        spec=spec,
+    )
+
+
+def roofline_tokens_per_s(bandwidth_gbps: float, bytes_per_token: float) -> float:
+    """Upper bound on batch-1 decode speed: each token reads every weight byte once.
+
+    Args:
+        bandwidth_gbps: memory bandwidth in GB/s (1e9 bytes/s).
+        bytes_per_token: bytes read from memory per generated token (weights + KV cache).
+    """
+    if bandwidth_gbps <= 0 or bytes_per_token <= 0:
+        raise InputError("bandwidth and bytes per token must be positive", fix="pass values > 0")
+    return bandwidth_gbps * 1e9 / bytes_per_token
+
+
+def versions() -> dict[str, str]:
+    """Versions of the stack, for the first cell of every notebook."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for package in ["own-the-stack", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "otter-grader"]:
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out

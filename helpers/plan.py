@@ -1,0 +1,218 @@
+"""The plan: what a lab runs on this hardware, and why.
+
+``plan("00")`` returns a :class:`Plan` (model, precision, batch, context, expected memory and
+time, and every fallback taken, in words). Notebooks never hard-code a model or a precision:
+they ask the plan. One environment variable overrides it::
+
+    OTS_PLAN="tier=cpu"                              # force the CPU tier (CI does this)
+    OTS_PLAN="model=qwen2.5-1.5b,precision=nf4"      # pick a model and precision yourself
+    OTS_PLAN="batch=4,context=1024"
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+from .catalog import PRECISIONS, estimate_memory, get_model
+from .data import load_rows
+from .errors import InputError, NotEnoughMemoryError
+from .hardware import Hardware, detect_hardware
+
+TIERS = ("cpu", "colab", "local-gpu")
+ENV_VAR = "OTS_PLAN"
+# a GPU with less memory than this is planned like Colab's T4 (small-GPU tier)
+SMALL_GPU_GB = 20.0
+# share of memory a plan may use (the rest is for the OS, the notebook, fragmentation)
+USABLE_VRAM = 0.90
+USABLE_RAM = 0.70
+# smaller precisions tried, in order, when the planned one does not fit
+FALLBACK_PRECISION = {"fp32": "bf16", "bf16": "int8", "fp16": "int8", "int8": "nf4"}
+
+
+@lru_cache(maxsize=1)
+def tier_defaults() -> dict[tuple[str, str], dict]:
+    rows = load_rows(
+        "tier_defaults.csv", numeric=["batch", "context", "decode_tokens", "train_tokens", "fixed_s"],
+        required=["lab", "tier", "model", "precision"], sourced=False,
+    )
+    return {(row["lab"], row["tier"]): row for row in rows}
+
+
+@lru_cache(maxsize=1)
+def rates() -> dict[str, float]:
+    return {row["name"]: row["value"] for row in load_rows("planner_rates.csv", numeric=["value"], required=["name", "unit"])}
+
+
+@dataclass(repr=False)
+class Plan:
+    """What a lab runs here. Memory in GB (1e9 bytes), time in minutes."""
+
+    lab: str
+    tier: str
+    hardware: str
+    device: str
+    model: str | None
+    hub_id: str | None
+    precision: str | None
+    batch: int
+    context: int
+    expected_memory_gb: float
+    memory_available_gb: float
+    expected_minutes: float
+    notes: list[str] = field(default_factory=list)
+
+    def as_rows(self) -> list[tuple[str, str]]:
+        rows = [
+            ("lab", self.lab), ("tier", self.tier), ("hardware", self.hardware), ("device", self.device),
+            ("model", f"{self.model} ({self.hub_id})" if self.model else "none needed"),
+            ("precision", self.precision or "-"), ("batch", str(self.batch)), ("context", str(self.context)),
+            ("expected memory", f"{self.expected_memory_gb:.2f} GB of {self.memory_available_gb:.1f} GB usable"),
+            ("expected time", f"about {self.expected_minutes:.1f} min"),
+        ]
+        rows += [(f"note {i + 1}", note) for i, note in enumerate(self.notes)]
+        return rows
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.as_rows(), columns=["plan", "value"]).set_index("plan")
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def __str__(self) -> str:
+        width = max(len(k) for k, _ in self.as_rows())
+        return "\n".join(f"{k:>{width}}: {v}" for k, v in self.as_rows())
+
+    def _repr_html_(self) -> str:
+        return self.to_frame().to_html()
+
+
+def parse_override(text: str | None) -> dict[str, str]:
+    """Parse ``OTS_PLAN`` (``"tier=cpu"``, ``"model=...,precision=..."``; a bare tier name works too)."""
+    if not text or not text.strip():
+        return {}
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            if part in TIERS:
+                out["tier"] = part
+                continue
+            raise InputError(f"{ENV_VAR}: cannot read {part!r}", fix=f"write key=value pairs, e.g. {ENV_VAR}='tier=cpu,precision=fp32'")
+        key, value = (s.strip() for s in part.split("=", 1))
+        if key not in {"tier", "model", "precision", "batch", "context"}:
+            raise InputError(f"{ENV_VAR}: unknown key {key!r}", fix="use tier, model, precision, batch or context")
+        out[key] = value
+    if "tier" in out and out["tier"] not in TIERS:
+        raise InputError(f"{ENV_VAR}: unknown tier {out['tier']!r}", fix=f"use one of: {', '.join(TIERS)}")
+    if "precision" in out and out["precision"] not in PRECISIONS:
+        raise InputError(f"{ENV_VAR}: unknown precision {out['precision']!r}", fix=f"use one of: {', '.join(PRECISIONS)}")
+    return out
+
+
+def tier_for(hw: Hardware) -> str:
+    if not hw.has_gpu:
+        return "cpu"
+    return "colab" if hw.vram_gb < SMALL_GPU_GB else "local-gpu"
+
+
+def _expected_minutes(row: dict, hw: Hardware, weights_gb: float, params: float, notes: list[str]) -> float:
+    r = rates()
+    if hw.has_gpu:
+        if hw.spec:
+            bandwidth = hw.spec["bandwidth_gbps"] * r["gpu_bandwidth_efficiency"]
+            peak = hw.spec["bf16_tflops"] or hw.spec["fp16_tflops"]
+            tflops = peak * r["gpu_flops_efficiency"]
+        else:
+            bandwidth, tflops = r["unknown_gpu_bandwidth"], r["unknown_gpu_tflops"]
+            notes.append(f"{hw.name} is not in datasets/gpu_specs.csv: time assumes {bandwidth:.0f} GB/s and {tflops:.0f} TFLOP/s")
+    else:
+        bandwidth, tflops = r["cpu_decode_bandwidth"], r["cpu_train_tflops"]
+    seconds = row["fixed_s"] + weights_gb / r["load_bandwidth"]
+    seconds += row["decode_tokens"] * weights_gb / bandwidth
+    seconds += row["train_tokens"] * 6 * params / (tflops * 1e12)
+    return seconds / 60
+
+
+def plan(lab: str, hardware: Hardware | None = None, override: str | None = None) -> Plan:
+    """Plan ``lab`` ("00".."05") for ``hardware`` (default: this machine).
+
+    ``override`` defaults to the ``OTS_PLAN`` environment variable. Every fallback the planner
+    takes (no bf16, not enough memory, no GPU) is written into ``Plan.notes``.
+    """
+    lab = f"{int(lab):02d}" if str(lab).isdigit() else str(lab)
+    hw = hardware or detect_hardware()
+    wanted = parse_override(os.environ.get(ENV_VAR) if override is None else override)
+    notes: list[str] = []
+    tier = tier_for(hw)
+    if "tier" in wanted and wanted["tier"] != tier:
+        notes.append(f"tier forced to {wanted['tier']} by {ENV_VAR} (hardware suggests {tier})")
+        tier = wanted["tier"]
+    if (lab, tier) not in tier_defaults():
+        labs = sorted({key[0] for key in tier_defaults()})
+        raise InputError(f"no plan for lab {lab!r}", fix=f"use one of: {', '.join(labs)}")
+    row = dict(tier_defaults()[(lab, tier)])
+    if tier != "cpu" and not hw.has_gpu:
+        notes.append(f"tier {tier} asked for but no GPU found: the model runs on CPU and will be slow")
+    for key in ("model", "precision", "batch", "context"):
+        if key in wanted:
+            row[key] = int(wanted[key]) if key in ("batch", "context") else wanted[key]
+            notes.append(f"{key} set to {wanted[key]} by {ENV_VAR}")
+    device = "cuda" if hw.has_gpu and tier != "cpu" else "cpu"
+    available = hw.vram_gb * USABLE_VRAM if device == "cuda" else hw.ram_gb * USABLE_RAM
+    base = dict(lab=lab, tier=tier, hardware=hw.summary(), device=device, batch=int(row["batch"]), context=int(row["context"]),
+                memory_available_gb=available)
+    if row["model"] == "-":
+        return Plan(model=None, hub_id=None, precision=None, expected_memory_gb=0.0, notes=notes or ["this lab loads no model"],
+                    expected_minutes=row["fixed_s"] / 60, **base)
+
+    spec = get_model(row["model"])
+    precision = row["precision"]
+    if precision == "bf16" and device == "cuda" and not hw.bf16:
+        notes.append(f"{hw.name}: no bf16 on this GPU (compute capability < 8.0), using fp16")
+        precision = "fp16"
+    if precision == "fp16" and device == "cpu":
+        notes.append("CPU: fp16 matrix kernels are slow on CPU, using fp32")
+        precision = "fp32"
+    if spec.gated:
+        notes.append(f"{spec.hub_id} is gated: accept its licence on the Hub and set HF_TOKEN before loading")
+    estimate = estimate_memory(spec, precision, base["context"], base["batch"], device=device)
+    while estimate.total_gb > available:
+        smaller = FALLBACK_PRECISION.get(precision)
+        if smaller == "bf16" and device == "cuda" and not hw.bf16:
+            smaller = "fp16"
+        if smaller is None:
+            raise NotEnoughMemoryError(
+                f"{spec.key} needs about {estimate.total_gb:.1f} GB even at {precision}, but {available:.1f} GB is usable here",
+                fix=f"pick a smaller model with {ENV_VAR}='model=qwen2.5-1.5b' (or smaller), or lower batch/context",
+            )
+        notes.append(f"{spec.key} at {precision} needs about {estimate.total_gb:.1f} GB > {available:.1f} GB usable: trying {smaller}")
+        precision = smaller
+        estimate = estimate_memory(spec, precision, base["context"], base["batch"], device=device)
+    minutes = _expected_minutes(row, hw, estimate.weights_gb, spec.parameter_count(), notes)
+    return Plan(model=spec.key, hub_id=spec.hub_id, precision=precision, expected_memory_gb=estimate.total_gb,
+                expected_minutes=minutes, notes=notes, **base)
+
+
+def plan_all_tiers(lab: str) -> "object":
+    """The plan of ``lab`` on a reference machine of each tier (CPU here, a T4, an A100-80GB), as a table."""
+    import pandas as pd
+
+    from .hardware import cpu_hardware, describe_gpu
+
+    machines = {"cpu": cpu_hardware(), "colab": describe_gpu("T4", ram_gb=12.7, cpu_cores=2), "local-gpu": describe_gpu("A100-80GB")}
+    rows = []
+    for tier, hw in machines.items():
+        p = plan(lab, hw, override="")
+        rows.append({"tier": tier, "reference machine": hw.name, "model": p.model or "-", "precision": p.precision or "-",
+                     "memory GB": round(p.expected_memory_gb, 2), "about minutes": round(p.expected_minutes, 1)})
+    return pd.DataFrame(rows).set_index("tier")
+
+
+def with_overrides(p: Plan, **changes) -> Plan:
+    """A copy of a plan with some fields changed (for exercises that explore other choices)."""
+    return replace(p, **changes)
