@@ -182,6 +182,35 @@ def question_points(lab: str) -> dict[str, float]:
     return points
 
 
+def solution_cells(lab: str) -> list[str]:
+    """The solution code of each answer cell of ``lab``, in order, without solution markers."""
+    nb = _read(SOLUTIONS / f"{lab}.ipynb")
+    out, inside = [], False
+    for cell in nb.cells:
+        if cell.cell_type == "raw" and cell.source.strip().upper().startswith("# BEGIN SOLUTION"):
+            inside = True
+        elif cell.cell_type == "raw" and cell.source.strip().upper().startswith("# END SOLUTION"):
+            inside = False
+        elif inside and cell.cell_type == "code":
+            lines = [re.sub(r"\s*# SOLUTION\s*$", "", line) for line in cell.source.splitlines()]
+            out.append("\n".join(line for line in lines if not re.match(r"\s*# (BEGIN|END) SOLUTION", line)))
+    return out
+
+
+def answered_lab(lab: str, answer: set[int] | None = None, labs_dir: Path = LABS):
+    """The student notebook of ``lab`` with the answer cells numbered in ``answer`` (0-based)
+    filled from the solution (all when None): a reference submission for testing grading."""
+    nb = _read(labs_dir / lab / f"{lab}.ipynb")
+    solutions = solution_cells(lab)
+    answer_cells = [cell for cell in nb.cells if "otter_answer_cell" in cell.metadata.get("tags", [])]
+    if len(answer_cells) != len(solutions):
+        raise RuntimeError(f"{lab}: {len(answer_cells)} answer cells but {len(solutions)} solution cells")
+    for index, (cell, solution) in enumerate(zip(answer_cells, solutions)):
+        if answer is None or index in answer:
+            cell.source = solution
+    return nb
+
+
 @dataclass
 class GradeResult:
     student: str
@@ -212,13 +241,17 @@ def grade_one(submission: Path, lab: str, timeout_s: float = 300.0) -> GradeResu
     start = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix=f"grade-{student}-"))
     try:
-        shutil.copy(submission, scratch / "submission.ipynb")
+        # the notebook's working folder holds only its own copy; the autograder and the results
+        # sit beside it, out of reach of a notebook that empties its folder
+        work = scratch / "work"
+        work.mkdir()
+        shutil.copy(submission, work / "submission.ipynb")
         shutil.copy(autograder_zip(lab), scratch / "autograder.zip")
         (scratch / "out").mkdir()
         env = dict(os.environ, MPLBACKEND="Agg", OTS_PLAN=os.environ.get("OTS_PLAN", "tier=cpu"))
         process = subprocess.Popen(
-            [otter_bin(), "run", "-a", "autograder.zip", "-o", "out", "submission.ipynb"],
-            cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env,
+            [otter_bin(), "run", "-a", str(scratch / "autograder.zip"), "-o", str(scratch / "out"), str(work / "submission.ipynb")],
+            cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env,
         )
         try:
             output, _ = process.communicate(timeout=timeout_s)
@@ -238,7 +271,11 @@ def grade_one(submission: Path, lab: str, timeout_s: float = 300.0) -> GradeResu
         for test in results.get("tests", []):
             if test.get("name") in scores and test.get("score") is not None:
                 scores[test["name"]] = float(test["score"])
-        return GradeResult(student, scores, sum(scores.values()), possible, "", time.perf_counter() - start)
+        error = ""
+        match = re.search(r"^(\w+(?:Error|Exception)): (.*)$", output, re.M)
+        if match:  # a cell raised: the notebook ran on, but say what broke
+            error = f"a cell raised {match.group(1)}: {match.group(2)}"[:300]
+        return GradeResult(student, scores, sum(scores.values()), possible, error, time.perf_counter() - start)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

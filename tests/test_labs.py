@@ -1,0 +1,101 @@
+"""solutions/ -> labs/: in sync, no leaks, setup cells from the one template, outputs stored."""
+import filecmp
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers import course
+
+ROOT = Path(__file__).resolve().parent.parent
+LABS = course.lab_names()
+
+
+def test_there_are_labs():
+    assert "00_first_open_model" in LABS
+
+
+@pytest.fixture(scope="module")
+def regenerated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("labs")
+    course.build(LABS, labs_dir=out, build_dir=tmp_path_factory.mktemp("autograder"))
+    return out
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_committed_lab_equals_what_the_generator_makes(lab, regenerated):
+    comparison = filecmp.dircmp(ROOT / "labs" / lab, regenerated / lab)
+
+    def differences(cmp):
+        found = cmp.left_only + cmp.right_only + cmp.diff_files
+        for sub in cmp.subdirs.values():
+            found += differences(sub)
+        return found
+
+    assert differences(comparison) == [], "labs/ is stale: run `bash kit build-labs` and commit"
+
+
+def secret_lines(lab):
+    """Solution lines and hidden-test lines of a solution notebook (the text that must not leak)."""
+    nb = nbformat.read(ROOT / "solutions" / f"{lab}.ipynb", as_version=4)
+    secrets = set()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for line in cell.source.splitlines():
+            if line.rstrip().endswith("# SOLUTION"):
+                secrets.add(line.replace("# SOLUTION", "").strip())
+        if "hidden: true" in cell.source:
+            body = cell.source.split("# END TEST CONFIG", 1)[1]
+            secrets.update(line.strip() for line in body.splitlines() if len(line.strip()) > 12)
+    return {s for s in secrets if s}
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_no_solution_or_hidden_test_text_under_labs(lab):
+    secrets = secret_lines(lab)
+    assert secrets, "the solution notebook should have solutions and hidden tests"
+    texts = {p: p.read_text(errors="ignore") for p in (ROOT / "labs").rglob("*") if p.is_file()}
+    leaks = [(str(p.relative_to(ROOT)), s) for p, text in texts.items() for s in secrets if s in text]
+    assert leaks == []
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_setup_cell_and_badge_come_from_the_template(lab):
+    for path in [ROOT / "solutions" / f"{lab}.ipynb", ROOT / "labs" / lab / f"{lab}.ipynb"]:
+        nb = nbformat.read(path, as_version=4)
+        setup = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith(course.SETUP_MARKER)]
+        assert [c.source for c in setup] == [course.setup_cell_source(lab)], path
+        badges = [c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith(course.BADGE_MARKER)]
+        assert [c.source for c in badges] == [course.badge_source(lab)], path
+        assert f"/labs/{lab}/{lab}.ipynb" in badges[0].source
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_checked_cells_have_stored_outputs(lab):
+    nb = nbformat.read(ROOT / "solutions" / f"{lab}.ipynb", as_version=4)
+    checked = [c for c in nb.cells if c.cell_type == "code" and "# NBVAL_CHECK_OUTPUT" in c.source]
+    assert checked, "a solution should check some deterministic outputs"
+    missing = [c.source.splitlines()[1] for c in checked if c.execution_count is None or not c.outputs]
+    assert missing == [], "checked cells without a stored execution: run the solution notebook and commit it"
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_solution_is_committed_executed_without_errors(lab):
+    nb = nbformat.read(ROOT / "solutions" / f"{lab}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code)
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_lesson_shape(lab):
+    nb = nbformat.read(ROOT / "solutions" / f"{lab}.ipynb", as_version=4)
+    intro = nb.cells[1].source
+    assert "You will be able to" in intro and "Assumes" in intro and "Time" in intro
+    config = next(c for c in nb.cells if c.cell_type == "raw" and "ASSIGNMENT CONFIG" in c.source)
+    assert re.search(rf"^name: {lab}$", config.source, re.M)
+    long_cells = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "code"
+                  and not c.source.startswith(course.SETUP_MARKER) and len(c.source.splitlines()) > 15]
+    assert long_cells == [], "keep notebook cells short: move logic into helpers/"

@@ -1,0 +1,103 @@
+"""The loader: embedded model offline, the chat template, determinism, and the errors a learner meets."""
+import subprocess
+import sys
+
+import pytest
+
+from helpers import models
+from helpers.errors import GatedModelError, ModelNotFoundError, NoGPUError, OfflineHubError, UnsupportedPrecisionError
+
+PROMPT = "What is the capital of France?"
+REPLY_SCRIPT = (
+    "from helpers.models import load_model, chat\n"
+    "m, t = load_model('smollm2-135m', precision='fp32', device='cpu')\n"
+    f"print(repr(chat(m, t, {PROMPT!r}, max_new_tokens=24)))\n"
+)
+
+
+def test_embedded_model_is_converted_to_a_safetensors_folder():
+    folder = models.ensure_embedded()
+    assert (folder / "model.safetensors").exists() and (folder / "config.json").exists()
+    resolved = models.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert resolved.source == "embedded" and resolved.location == str(folder)
+
+
+def test_embedded_model_loads_through_the_hub_code_path(embedded):
+    model, tokenizer = embedded
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert models.parameter_count(model) == 134_515_008
+    assert not getattr(model, "is_quantized", False)
+
+
+def test_chat_template_wraps_roles(embedded):
+    _, tokenizer = embedded
+    text = tokenizer.decode(models.chat_inputs(tokenizer, "hello", system="be brief")["input_ids"][0])
+    assert "<|im_start|>system\nbe brief<|im_end|>" in text
+    assert text.rstrip().endswith("<|im_start|>assistant")
+
+
+def test_greedy_reply_is_identical_across_two_processes(embedded):
+    model, tokenizer = embedded
+    here = repr(models.chat(model, tokenizer, PROMPT, max_new_tokens=24))
+    others = [subprocess.run([sys.executable, "-c", REPLY_SCRIPT], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+              for _ in range(2)]
+    assert others == [here, here]
+    assert "Paris" in here
+
+
+def test_stream_gives_the_same_text_as_chat_and_timings(embedded):
+    model, tokenizer = embedded
+    stats = models.StreamStats()
+    streamed = "".join(models.stream_chat(model, tokenizer, PROMPT, max_new_tokens=12, stats=stats)).strip()
+    assert streamed == models.chat(model, tokenizer, PROMPT, max_new_tokens=12)
+    assert stats.new_tokens > 1 and 0 < stats.time_to_first_token_s < stats.total_s
+
+
+def test_offline_hub_request_names_the_embedded_default(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineHubError) as info:
+        models.resolve_model("Qwen/Qwen2.5-7B-Instruct")
+    assert "smollm2-135m" in info.value.fix and "huggingface-cli download" in info.value.fix
+
+
+def test_gated_model_without_token_names_the_licence_and_ungated_options(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(models, "_hf_token", lambda: None)
+    monkeypatch.setattr(models, "_in_hf_cache", lambda hub_id: False)
+    with pytest.raises(GatedModelError) as info:
+        models.resolve_model("llama3.1-8b")
+    assert "HF_TOKEN" in info.value.fix and "qwen2.5-7b" in info.value.fix
+
+
+def test_unknown_model_id_suggests_close_matches():
+    with pytest.raises(ModelNotFoundError, match="did you mean"):
+        models.resolve_model("qwen2.5-1.5")
+
+
+def test_folder_without_config_is_explained(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
+        models.resolve_model(str(tmp_path))
+
+
+def test_gpu_request_without_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(NoGPUError, match="device='cpu'"):
+        models.load_model("smollm2-135m", precision="fp16", device="cuda")
+
+
+def test_bf16_on_a_gpu_without_bf16_is_explained(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    with pytest.raises(UnsupportedPrecisionError, match="precision='fp16'"):
+        models._check_precision("bf16", "cuda")
+
+
+def test_model_files_lists_weights_and_the_gguf_source():
+    files = models.model_files("smollm2-135m")
+    assert {"model.safetensors", models.EMBEDDED_GGUF} <= set(files["file"])
