@@ -272,6 +272,11 @@ def grade_one(submission: Path, lab: str, timeout_s: float = 300.0) -> GradeResu
             if test.get("name") in scores and test.get("score") is not None:
                 scores[test["name"]] = float(test["score"])
         error = ""
+        failed = [t for t in results.get("tests", []) if t.get("name", "").startswith("Autograder")]
+        if failed:  # the notebook broke otter's own run (e.g. deleted its grading files)
+            detail = (failed[-1].get("output") or "").strip().splitlines()
+            return GradeResult(student, scores, 0.0, possible, f"autograder failed: {detail[-1] if detail else 'no results'}"[:300],
+                               time.perf_counter() - start)
         match = re.search(r"^(\w+(?:Error|Exception)): (.*)$", output, re.M)
         if match:  # a cell raised: the notebook ran on, but say what broke
             error = f"a cell raised {match.group(1)}: {match.group(2)}"[:300]

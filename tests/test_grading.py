@@ -61,8 +61,11 @@ def test_deleting_submission_does_not_touch_the_kit_or_the_batch(graded):
     rows, before = graded
     assert sorted(p.name for p in (ROOT / "labs" / LAB).rglob("*")) == before
     assert (ROOT / "helpers" / "course.py").exists()
-    # it deleted only its own copy; grading still ran and scored it
-    assert float(rows["erin_deletes"]["total"]) == float(rows["erin_deletes"]["possible"])
+    # it deleted otter's working files beside it: it scores zero, the reason is recorded, and
+    # the submissions graded after it are unaffected
+    assert float(rows["erin_deletes"]["total"]) == 0.0
+    assert rows["erin_deletes"]["error"].startswith("autograder failed")
+    assert float(rows["alice_full"]["total"]) == float(rows["alice_full"]["possible"])
 
 
 def test_question_points_come_from_the_autograder():

@@ -61,7 +61,7 @@ def test_big_gpus_run_7b_in_bf16(gpu):
 
 
 def test_memory_fallback_steps_down_precision_with_notes():
-    p = plan("02", describe_gpu("RTX-4090"), override="model=mixtral-8x7b,precision=bf16")
+    p = plan("02", describe_gpu("A100-40GB"), override="model=mixtral-8x7b,precision=bf16")
     assert p.precision == "nf4"
     assert sum("trying" in note for note in p.notes) == 2
 
