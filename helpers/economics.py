@@ -65,7 +65,7 @@ class Workload:
     def __post_init__(self):
         _check("conversations_per_month", self.conversations_per_month)
         _check("input_tokens", self.input_tokens)
-        _check("output_tokens", self.output_tokens)
+        _check("output_tokens", self.output_tokens, 0, low_inclusive=True)
         _check("cached_input_share", self.cached_input_share, 0, 1, low_inclusive=True)
         _check("batch_share", self.batch_share, 0, 1, low_inclusive=True)
         _check("peak_to_average", self.peak_to_average, 1, low_inclusive=True)

@@ -91,8 +91,16 @@ def check_c4() -> dict:
     evidence = (f"blended 3:1 from the {eco.snapshot_age()[0]} snapshot: GPT-4o at launch (2024-05) ${launch:.2f}, today ${now:.2f}; "
                 f"hosted Llama 3.1 ${min(llama.values()):.2f}-${max(llama.values()):.2f} per 1M tokens "
                 f"(8B cheapest, 405B dearest); batch prices listed for hosted Llama: {len(llama_batch)}")
-    verdict = ("holds only if you read it as 2024 launch pricing for GPT-4o and 405B-class Llama: "
-               "today GPT-4o costs less and 8B/70B Llama far less")
+    in_band = sorted(m for m, v in llama.items() if 3 <= v <= 7)
+    evidence += f"; hosted Llama 3.1 inside 3-7 USD: {', '.join(in_band) or 'none'}"
+    close = lambda value: abs(value - 7) / 7 <= 0.15  # noqa: E731  "about 7 USD"
+    if close(now) and in_band:
+        verdict = "holds"
+    elif close(launch):
+        verdict = ("holds only if read as 2024 launch prices: GPT-4o now costs "
+                   f"{now / launch:.0%} of its launch price, and only {len(in_band)} of {len(llama)} hosted Llama 3.1 offers cost 3-7 USD")
+    else:
+        verdict = "does not hold"
     return {"verdict": verdict, "evidence": evidence, "gpt4o_launch": launch, "gpt4o_now": now, "llama": llama}
 
 
