@@ -70,3 +70,15 @@ def test_deleting_submission_does_not_touch_the_kit_or_the_batch(graded):
 
 def test_question_points_come_from_the_autograder():
     assert course.question_points(LAB) == {"q1": 2.0, "q2": 2.0}
+
+
+def test_lab01_solution_full_marks_and_blank_zero(tmp_path):
+    lab = "01_tco_economics"
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    nbformat.write(course.answered_lab(lab), subs / "full.ipynb")
+    nbformat.write(course.answered_lab(lab, set()), subs / "blank.ipynb")
+    out = course.grade_folder(subs, lab, tmp_path / "grades.csv", timeout_s=120, workers=2)
+    rows = {row["student"]: row for row in csv.DictReader(open(out))}
+    assert float(rows["full"]["total"]) == float(rows["full"]["possible"]) == 6.0
+    assert float(rows["blank"]["total"]) == 0.0
