@@ -175,7 +175,7 @@ def resolve_model(ref: str | None = None) -> ResolvedModel:
 def _check_precision(precision: str, device: str) -> None:
     import torch
 
-    allowed = list(TORCH_DTYPES) + list(QUANTIZED)
+    allowed = list(TORCH_DTYPES) + list(QUANTIZED) + ["gguf"]
     if precision not in allowed:
         raise InputError(f"unknown precision {precision!r}", fix=f"use one of: {', '.join(allowed)}")
     if device.startswith("cuda"):
@@ -228,9 +228,15 @@ def load_model(ref: str | None = None, precision: str = "fp32", device: str | No
         device = device or plan.device
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     _check_precision(precision, device)
+    if precision == "gguf":
+        return load_gguf(ref, device=device, quiet=quiet)
     resolved = resolve_model(ref)
     if quiet:
         hf_logging.disable_progress_bar()
+        # bitsandbytes' int8 path logs on every matmul that it casts bf16 inputs to fp16
+        import logging
+
+        logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
     kwargs: dict = {}
     if precision in TORCH_DTYPES:
         kwargs["dtype"] = getattr(torch, TORCH_DTYPES[precision])
@@ -255,6 +261,30 @@ def load_model(ref: str | None = None, precision: str = "fp32", device: str | No
         if "not a valid model identifier" in text or "404" in text:
             raise ModelNotFoundError(f"{resolved.location} does not exist on the hub", fix="check the spelling (owner/name) or use a catalog key") from None
         raise
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def load_gguf(ref: str | None = None, device: str = "cpu", quiet: bool = True):
+    """Load a GGUF file through transformers (it dequantizes the weights to fp32 on load).
+
+    Only the embedded model ships a GGUF file here; llama.cpp runs the same file without
+    dequantizing (``helpers.quantization.llama_cpp_decode``).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    spec = find_model(ref or EMBEDDED_KEY)
+    gguf = embedded_gguf_path()
+    if spec is None or not spec.embedded_package or gguf is None:
+        raise UnsupportedPrecisionError(f"no GGUF file is available for {ref!r} in this kit",
+                                        fix="use the embedded model (smollm2-135m) for GGUF, or a bitsandbytes precision (int8, nf4)")
+    if quiet:
+        hf_logging.disable_progress_bar()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32", device_map=device)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()

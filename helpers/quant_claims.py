@@ -1,0 +1,65 @@
+"""Lab 02's tests of the source articles' hardware claims (C6, C7, C8), from the catalog, the
+spec table and the learner's own measurements."""
+from __future__ import annotations
+
+from .catalog import catalog
+from .quantization import gpus_to_fit, memory_saving
+from .hardware import gpu_specs, roofline_tokens_per_s
+from .catalog import estimate_memory
+
+
+def check_c6(context: int = 8192) -> dict:
+    """C6: 8B models run on a single A100; 70B needs 4-8 GPUs."""
+    small = {gpu: gpus_to_fit("llama3.1-8b", "bf16", gpu, context) for gpu in ("A100-40GB", "A100-80GB")}
+    big = {(gpu, p): gpus_to_fit("llama3-70b", p, gpu, context) for gpu in ("A100-40GB", "A100-80GB") for p in ("bf16", "int8", "nf4")}
+    evidence = (f"at {context} tokens of context: Llama 3.1 8B bf16 needs {small['A100-40GB']} x A100-40GB / {small['A100-80GB']} x A100-80GB; "
+                "Llama 3 70B needs " + ", ".join(f"{n} x {g} in {p}" for (g, p), n in big.items()))
+    eight_ok = max(small.values()) == 1
+    seventy_in_range = [k for k, n in big.items() if 4 <= n <= 8]
+    if eight_ok and seventy_in_range and all(4 <= n <= 8 for k, n in big.items() if k[1] == "bf16"):
+        verdict = "holds"
+    elif eight_ok:
+        verdict = ("holds only if 70B runs in bf16 on 40 GB cards: on 80 GB A100s it needs "
+                   f"{big[('A100-80GB', 'bf16')]} in bf16 and {big[('A100-80GB', 'nf4')]} in 4-bit (more for long contexts and batches)")
+    else:
+        verdict = "does not hold"
+    return {"verdict": verdict, "evidence": evidence, "counts": {**{("llama3.1-8b", g): n for g, n in small.items()}, **big}}
+
+
+def check_c7(measured=None) -> dict:
+    """C7: quantization cuts memory 50-75% with little quality loss.
+
+    ``measured``: the Lab 02 profile table (perplexity ratio per precision), if available.
+    """
+    int8 = [memory_saving(key, "int8") for key in catalog()]
+    nf4 = [memory_saving(key, "nf4") for key in catalog()]
+    evidence = (f"weights saved vs bf16 across the catalog: int8 {min(int8):.0%}-{max(int8):.0%}, NF4 {min(nf4):.0%}-{max(nf4):.0%} "
+                "(bitsandbytes, not AWQ/GPTQ, but the same bit widths)")
+    verdict = "holds" if min(int8) >= 0.4 and max(nf4) <= 0.8 else "does not hold"
+    if measured is not None:
+        column = next(c for c in measured.columns if c.startswith("perplexity vs"))
+        ratios = {p: measured.loc[p, column] for p in measured.index if p in ("int8", "nf4", "fp4")}
+        evidence += "; measured perplexity vs full precision: " + ", ".join(f"{p} {r:.2f}x" for p, r in ratios.items())
+        if any(r > 1.10 for r in ratios.values()):
+            worst = max(ratios, key=ratios.get)
+            verdict = f"holds only if the model is large enough or the precision 8-bit: {worst} costs {ratios[worst] - 1:.0%} perplexity on this model"
+    return {"verdict": verdict, "evidence": evidence, "int8": (min(int8), max(int8)), "nf4": (min(nf4), max(nf4))}
+
+
+def check_c8(context: int = 4096, vram_gb: float = 16.0) -> dict:
+    """C8: Mistral 7B runs well on a consumer GPU with 16 GB (T4-like bandwidth used for 'well')."""
+    usable = vram_gb * 0.9
+    totals = {p: estimate_memory("mistral-7b", p, context, 1).total_gb for p in ("bf16", "int8", "nf4")}
+    fits = [p for p, gb in totals.items() if gb <= usable]
+    t4 = gpu_specs()["T4"]["bandwidth_gbps"]
+    speed = {p: roofline_tokens_per_s(t4, estimate_memory("mistral-7b", p, context, 1).weights_gb * 1e9) for p in fits}
+    evidence = (f"Mistral 7B at {context} tokens: " + ", ".join(f"{p} {gb:.1f} GB" for p, gb in totals.items())
+                + f" vs {usable:.1f} GB usable of {vram_gb:.0f} GB; decode roofline at {t4:.0f} GB/s: "
+                + ", ".join(f"{p} <= {v:.0f} tokens/s" for p, v in speed.items()))
+    if "bf16" in fits:
+        verdict = "holds"
+    elif fits:
+        verdict = f"holds only if quantized ({' or '.join(fits)}): bf16 weights alone nearly fill 16 GB"
+    else:
+        verdict = "does not hold"
+    return {"verdict": verdict, "evidence": evidence, "totals": totals}

@@ -1,0 +1,326 @@
+"""Lab 02: run a model at several precisions, and measure memory, speed and quality lost.
+
+Everything here is measured on the plan's model (the embedded SmolLM2-135M on CPU) and
+predicted for the rest of the catalog with ``helpers.catalog.estimate_memory``.
+Memory in GB (1e9 bytes); speeds in tokens per second.
+"""
+from __future__ import annotations
+
+import gc
+import importlib.util
+import math
+import os
+import time
+from dataclasses import dataclass
+
+from .catalog import LINEAR_BYTES, catalog, estimate_memory, get_model
+from .errors import InputError, KitError
+from .hardware import gpu_specs, roofline_tokens_per_s
+from .paths import dataset
+
+CPU_PRECISIONS = ["fp32", "bf16", "int8", "nf4", "fp4"]
+GPU_PRECISIONS = ["bf16", "int8", "nf4"]
+FITS_GPUS = ["T4", "L4", "A10G", "A100-40GB", "A100-80GB", "H100", "RTX-4090"]
+
+
+def precisions_for(plan) -> list[str]:
+    """The precisions Lab 02 measures on the plan's hardware (only those predicted to fit)."""
+    if plan.device == "cpu":
+        candidates = CPU_PRECISIONS
+    else:
+        candidates = [("bf16" if p == "bf16" and "no bf16" not in " ".join(plan.notes) else "fp16") if p == "bf16" else p
+                      for p in GPU_PRECISIONS]
+    return [p for p in candidates
+            if estimate_memory(plan.model, p, plan.context, plan.batch, device=plan.device).total_gb <= plan.memory_available_gb]
+
+
+def heldout_text() -> str:
+    return dataset("quantization/heldout_support_article.txt").read_text(encoding="utf-8")
+
+
+def prompts() -> list[str]:
+    import json
+
+    lines = dataset("quantization/prompts.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["prompt"] for line in lines if line.strip()]
+
+
+def rss_gb() -> float:
+    import psutil
+
+    return psutil.Process(os.getpid()).memory_info().rss / 1e9
+
+
+def measure_memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """This machine's memory bandwidth in GB/s, from copying a large array (bytes read + written / time).
+
+    On a GPU use the spec table instead; this is for the CPU roofline.
+    """
+    import numpy as np
+
+    source = np.ones(megabytes * 1_000_000 // 8, dtype=np.float64)
+    target = np.empty_like(source)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(target, source)
+        best = min(best, time.perf_counter() - start)
+    return 2 * source.nbytes / best / 1e9
+
+
+def perplexity(model, tokenizer, text: str, window: int = 512, stride: int = 256) -> float:
+    """Perplexity of ``text`` under the model (sliding windows; each token scored once).
+
+    exp(mean negative log-likelihood per predicted token). Lower is better.
+    """
+    import torch
+
+    ids = tokenizer(text, return_tensors="pt")["input_ids"].to(model.device)
+    total_nll, counted, previous_end = 0.0, 0, 0
+    for start in range(0, ids.shape[1], stride):
+        end = min(start + window, ids.shape[1])
+        target_len = end - previous_end
+        chunk = ids[:, start:end]
+        labels = chunk.clone()
+        labels[:, :-target_len] = -100
+        with torch.no_grad():
+            loss = model(chunk, labels=labels).loss
+        scored = int((labels[:, 1:] != -100).sum())
+        total_nll += float(loss) * scored
+        counted += scored
+        previous_end = end
+        if end == ids.shape[1]:
+            break
+    return math.exp(total_nll / counted)
+
+
+def greedy_replies(model, tokenizer, questions: list[str], max_new_tokens: int = 24) -> list[str]:
+    """Greedy replies to several questions, one at a time (batching can change low-precision replies)."""
+    from .models import chat
+
+    return [chat(model, tokenizer, q, max_new_tokens=max_new_tokens) for q in questions]
+
+
+def agreement(replies: list[str], reference: list[str]) -> float:
+    """Share of replies identical to the reference replies."""
+    if len(replies) != len(reference):
+        raise InputError("replies and reference differ in length", fix="compare replies to the same prompts")
+    return sum(a.strip() == b.strip() for a, b in zip(replies, reference)) / len(reference)
+
+
+@dataclass
+class Speed:
+    time_to_first_token_s: float
+    decode_tokens_per_s: float
+    new_tokens: int
+
+
+def decode_speed(model, tokenizer, prompt: str = "Write a short note to a customer about a delayed parcel.",
+                 new_tokens: int = 32) -> Speed:
+    """Time to first token (prefill + one token) and decode speed after it, greedy, batch 1."""
+    import torch
+
+    from .models import chat_inputs
+
+    inputs = chat_inputs(tokenizer, prompt).to(model.device)
+    settings = dict(do_sample=False, pad_token_id=tokenizer.pad_token_id)
+
+    def timed(n: int) -> tuple[float, int]:
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, **settings)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, out.shape[1] - inputs["input_ids"].shape[1]
+
+    timed(2)  # warm-up
+    first, _ = timed(1)
+    total, produced = timed(new_tokens)
+    return Speed(first, (produced - 1) / max(total - first, 1e-9), produced)
+
+
+def roofline_share(measured_tokens_per_s: float, bandwidth_gbps: float, bytes_per_token: float) -> tuple[float, float]:
+    """(roofline tokens/s, share of it reached)."""
+    bound = roofline_tokens_per_s(bandwidth_gbps, bytes_per_token)
+    return bound, measured_tokens_per_s / bound
+
+
+def profile_precisions(plan, precisions: list[str] | None = None, questions: list[str] | None = None,
+                       text: str | None = None, progress: bool = True):
+    """Load the plan's model at each precision once and measure it: memory, speed, quality.
+
+    Returns (table, replies): a DataFrame with one row per precision, and the greedy replies per
+    precision. Each model is freed before the next loads, so peak memory stays one model.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .models import load_model, weights_bytes
+
+    precisions = precisions or precisions_for(plan)
+    questions = questions or prompts()
+    text = text or heldout_text()
+    rows, replies = [], {}
+    for precision in tqdm(precisions, desc="precisions", disable=not progress):
+        before = rss_gb()
+        start = time.perf_counter()
+        model, tokenizer = load_model(plan.model, precision=precision, device=plan.device)
+        load_s = time.perf_counter() - start
+        predicted = estimate_memory(plan.model, precision, plan.context, 1, device=plan.device)
+        measured = weights_bytes(model) / 1e9
+        speed = decode_speed(model, tokenizer)
+        rows.append({
+            "precision": precision, "load s": load_s, "weights GB predicted": predicted.weights_gb, "weights GB measured": measured,
+            "measured / predicted": measured / predicted.weights_gb, "process RSS GB": rss_gb(), "RSS growth GB": rss_gb() - before,
+            "time to first token s": speed.time_to_first_token_s, "decode tokens/s": speed.decode_tokens_per_s,
+            "perplexity": perplexity(model, tokenizer, text),
+        })
+        replies[precision] = greedy_replies(model, tokenizer, questions)
+        del model, tokenizer
+        gc.collect()
+    table = pd.DataFrame(rows).set_index("precision")
+    reference = replies[precisions[0]]
+    table["answer agreement"] = [agreement(replies[p], reference) for p in table.index]
+    table["perplexity vs " + precisions[0]] = table["perplexity"] / table["perplexity"].iloc[0]
+    return table, replies
+
+
+# ---------------------------------------------------------------- what fits where
+def gpus_to_fit(model: str, precision: str, gpu: str, context: int = 4096, batch: int = 1, usable: float = 0.9) -> int:
+    """Fewest GPUs of one kind whose memory holds the model (weights and KV cache split evenly,
+    a CUDA context on each)."""
+    spec = gpu_specs()[gpu]
+    estimate = estimate_memory(model, precision, context, batch, device="cpu")  # without the context: added per GPU below
+    from .catalog import CUDA_CONTEXT_GB
+
+    per_gpu = spec["vram_gb"] * usable - CUDA_CONTEXT_GB
+    return max(1, math.ceil(estimate.total_gb / per_gpu))
+
+
+def fits_table(models: list[str] | None = None, gpus: list[str] | None = None, precisions: tuple[str, ...] = ("bf16", "int8", "nf4"),
+               context: int = 4096):
+    """For each model x precision: predicted GB, and how many of each GPU it needs ("1" = fits on one)."""
+    import pandas as pd
+
+    models = models or list(catalog())
+    gpus = gpus or FITS_GPUS
+    rows = []
+    for key in models:
+        for precision in precisions:
+            est = estimate_memory(key, precision, context, 1)
+            row = {"model": key, "precision": precision, "GB (1 GPU)": round(est.total_gb, 1)}
+            for gpu in gpus:
+                row[gpu] = gpus_to_fit(key, precision, gpu, context)
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["model", "precision"])
+
+
+def largest_model_that_fits(gpu: str, precision: str, context: int = 4096) -> str:
+    """The catalog model with the most parameters that fits on one ``gpu`` at ``precision``."""
+    fitting = [spec for spec in catalog().values() if gpus_to_fit(spec.key, precision, gpu, context) == 1]
+    if not fitting:
+        raise InputError(f"no catalog model fits one {gpu} at {precision}", fix="try a smaller precision or a bigger GPU")
+    return max(fitting, key=lambda spec: spec.parameter_count()).key
+
+
+def memory_saving(model: str, precision: str, baseline: str = "bf16") -> float:
+    """Share of weight memory saved by ``precision`` relative to ``baseline``."""
+    from .catalog import estimate_weights_bytes
+
+    spec = get_model(model)
+    return 1 - estimate_weights_bytes(spec, precision) / estimate_weights_bytes(spec, baseline)
+
+
+# ---------------------------------------------------------------- llama.cpp side by side
+def llama_cpp_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def llama_cpp_decode(prompt: str = "Write a short note to a customer about a delayed parcel.", new_tokens: int = 32,
+                     threads: int | None = None) -> dict:
+    """Load the embedded GGUF with llama.cpp and time it. Raises a KitError naming the fix when absent."""
+    if not llama_cpp_available():
+        raise KitError("llama-cpp-python is not installed (it compiles from source here: about 8 minutes on 2 cores)",
+                       fix='pip install -e ".[llamacpp]" then restart the kernel')
+    from llama_cpp import Llama
+
+    from .models import embedded_gguf_path
+
+    before = rss_gb()
+    start = time.perf_counter()
+    llm = Llama(model_path=str(embedded_gguf_path()), n_ctx=1024, n_threads=threads or os.cpu_count(), verbose=False, seed=0)
+    load_s = time.perf_counter() - start
+    messages = [{"role": "user", "content": prompt}]
+    start = time.perf_counter()
+    first = None
+    produced = 0
+    for chunk in llm.create_chat_completion(messages=messages, max_tokens=new_tokens, temperature=0.0, stream=True):
+        if chunk["choices"][0]["delta"].get("content"):
+            produced += 1
+            if first is None:
+                first = time.perf_counter() - start
+    total = time.perf_counter() - start
+    return {"engine": "llama.cpp", "load s": load_s, "RSS growth GB": rss_gb() - before, "time to first token s": first,
+            "decode tokens/s": (produced - 1) / max(total - (first or 0), 1e-9), "file GB": embedded_gguf_path().stat().st_size / 1e9}
+
+
+def linear_bytes_table():
+    """Bytes per parameter of a quantized linear layer, per precision (what the estimator uses)."""
+    import pandas as pd
+
+    return pd.Series(LINEAR_BYTES, name="bytes per linear-layer parameter")
+
+
+def add_roofline(table, bandwidth_gbps: float):
+    """Add the decode roofline (bandwidth / weight bytes) and the share of it each precision reached."""
+    table = table.copy()
+    table["roofline tokens/s"] = [roofline_tokens_per_s(bandwidth_gbps, gb * 1e9) for gb in table["weights GB measured"]]
+    table["% of roofline"] = 100 * table["decode tokens/s"] / table["roofline tokens/s"]
+    return table
+
+
+def gpu_results():
+    """The committed GPU measurements (scripts/gpu_quant_bench.py), or None if none were recorded yet."""
+    import pandas as pd
+
+    from .paths import DATASETS
+
+    path = DATASETS / "results" / "gpu_quantization.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+def plot_memory(table, model: str, context: int, ax=None):
+    """Predicted memory breakdown per precision, with the measured weights marked."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.5))
+    names = list(table.index)
+    parts = [estimate_memory(model, p, context, 1, device="cpu") for p in names]
+    weights = [e.weights_gb for e in parts]
+    kv = [e.kv_cache_gb for e in parts]
+    overhead = [e.overhead_gb for e in parts]
+    ax.bar(names, weights, label="weights (predicted)")
+    ax.bar(names, kv, bottom=weights, label=f"KV cache at {context} tokens")
+    ax.bar(names, overhead, bottom=[w + k for w, k in zip(weights, kv)], label="activations")
+    ax.scatter(names, table["weights GB measured"], color="black", zorder=3, label="weights measured")
+    ax.set(ylabel="GB", title=f"{model}: memory per precision")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_speed_and_quality(table, axes=None):
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    names = list(table.index)
+    axes[0].bar(names, table["roofline tokens/s"], color="lightgrey", label="roofline (bandwidth / weight bytes)")
+    axes[0].bar(names, table["decode tokens/s"], color="tab:blue", label="measured decode")
+    axes[0].set(ylabel="tokens/s", yscale="log", title="Speed vs the memory roofline")
+    axes[0].legend(fontsize=8)
+    axes[1].bar(names, table["perplexity"], color="tab:orange")
+    axes[1].set(ylabel="perplexity on the held-out article (lower is better)", title="What quantization costs")
+    return axes

@@ -1,0 +1,51 @@
+"""Benchmark (not a test): decode tokens/s of the embedded model at each precision, side by side,
+with ratios to fp32 and, where llama-cpp-python is installed, to llama.cpp on the same GGUF file
+in the same run.
+
+    python scripts/bench_decode.py [--new-tokens 64] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from helpers.models import load_model  # noqa: E402
+from helpers.quantization import CPU_PRECISIONS, decode_speed, llama_cpp_available, llama_cpp_decode  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precisions", nargs="+", default=CPU_PRECISIONS + ["gguf"])
+    args = parser.parse_args(argv)
+    results = {}
+    for precision in args.precisions:
+        model, tokenizer = load_model("smollm2-135m", precision=precision, device="cpu")
+        speeds = [decode_speed(model, tokenizer, new_tokens=args.new_tokens).decode_tokens_per_s for _ in range(args.repeats)]
+        results[f"transformers {precision}"] = statistics.median(speeds)
+        del model, tokenizer
+        gc.collect()
+    if llama_cpp_available():
+        speeds = [llama_cpp_decode(new_tokens=args.new_tokens)["decode tokens/s"] for _ in range(args.repeats)]
+        results["llama.cpp gguf-q4_1"] = statistics.median(speeds)
+    else:
+        print("llama-cpp-python not installed: llama.cpp column skipped (pip install -e '.[llamacpp]')")
+    base = results.get("transformers fp32") or next(iter(results.values()))
+    ref = results.get("llama.cpp gguf-q4_1")
+    print(f"{'engine / precision':<28}{'tokens/s':>10}{'vs fp32':>10}" + (f"{'vs llama.cpp':>14}" if ref else ""))
+    for name, speed in results.items():
+        line = f"{name:<28}{speed:>10.1f}{speed / base:>9.2f}x"
+        if ref:
+            line += f"{speed / ref:>13.2f}x"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
