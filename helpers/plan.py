@@ -21,6 +21,8 @@ from .hardware import Hardware, detect_hardware
 
 TIERS = ("cpu", "colab", "local-gpu")
 ENV_VAR = "OTS_PLAN"
+# set by the test suite for the student copies in labs/ only: fewer steps and rows, same code path
+QUICK_VAR = "OTS_QUICK"
 # a GPU with less memory than this is planned like Colab's T4 (small-GPU tier)
 SMALL_GPU_GB = 20.0
 # share of memory a plan may use (the rest is for the OS, the notebook, fragmentation)
@@ -61,6 +63,7 @@ class Plan:
     memory_available_gb: float
     expected_minutes: float
     notes: list[str] = field(default_factory=list)
+    quick: bool = False
 
     def as_rows(self) -> list[tuple[str, str]]:
         rows = [
@@ -146,6 +149,7 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
     """
     lab = f"{int(lab):02d}" if str(lab).isdigit() else str(lab)
     hw = hardware or detect_hardware()
+    quick = os.environ.get(QUICK_VAR, "").strip() in {"1", "true", "yes"}
     wanted = parse_override(os.environ.get(ENV_VAR) if override is None else override)
     notes: list[str] = []
     tier = tier_for(hw)
@@ -165,7 +169,9 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
     device = "cuda" if hw.has_gpu and tier != "cpu" else "cpu"
     available = hw.vram_gb * USABLE_VRAM if device == "cuda" else hw.ram_gb * USABLE_RAM
     base = dict(lab=lab, tier=tier, hardware=hw.summary(), device=device, batch=int(row["batch"]), context=int(row["context"]),
-                memory_available_gb=available)
+                memory_available_gb=available, quick=quick)
+    if quick:
+        notes.append(f"quick mode ({QUICK_VAR}=1): fewer steps and evaluation rows, for CI")
     if row["model"] == "-":
         return Plan(model=None, hub_id=None, precision=None, expected_memory_gb=0.0, notes=notes or ["this lab loads no model"],
                     expected_minutes=row["fixed_s"] / 60, **base)
