@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -155,7 +154,8 @@ def add_lora(model, config, quantized: bool = False):
 
     if quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return get_peft_model(model, config)
+    # new LoRA dropout layers start in training mode; eval until the Trainer switches to train()
+    return get_peft_model(model, config).eval()
 
 
 def trainable_parameters(model) -> tuple[int, int, float]:
@@ -166,6 +166,18 @@ def trainable_parameters(model) -> tuple[int, int, float]:
 
 
 # ---------------------------------------------------------------- training
+def _check_datasets_not_shadowed() -> None:
+    """The kit's ``datasets/`` folder passes for Hugging Face's ``datasets`` package when the repo root
+    is on sys.path (``python -m ...`` from the root) and that package is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("datasets")
+    if spec is not None and spec.origin in (None, "namespace") and not spec.has_location:
+        raise InputError("the kit's datasets/ folder is on sys.path and hides Hugging Face's `datasets` package from the Trainer",
+                         fix="run from the notebook's folder or use the `pytest` script instead of `python -m pytest` "
+                             "(or pip install datasets)")
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -191,13 +203,14 @@ def peak_memory_gb(device: str) -> float:
 
 
 def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int = 8, learning_rate: float = 2e-3, seed: int = 0,
-          output_dir: str | None = None, progress: bool = True) -> TrainResult:
+          output_dir: str | None = None, progress: bool = True, bf16: bool | None = None) -> TrainResult:
     """Train the LoRA adapters with transformers' Trainer (loss on answers only). Shows a progress bar."""
     import tempfile
 
     import torch
     from transformers import Trainer, TrainingArguments, set_seed
 
+    _check_datasets_not_shadowed()
     set_seed(seed)
     examples = [format_example(tokenizer, row) for row in rows]
     if not examples:
@@ -210,10 +223,14 @@ def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int =
         learning_rate=learning_rate, lr_scheduler_type="linear", warmup_steps=max(1, steps // 10), logging_steps=1, save_strategy="no",
         report_to=[], disable_tqdm=not progress, seed=seed, data_seed=seed, use_cpu=not device.startswith("cuda"),
         dataloader_num_workers=0, remove_unused_columns=False,
-        bf16=device.startswith("cuda") and torch.cuda.is_bf16_supported(),
+        bf16=bf16 if bf16 is not None else (device.startswith("cuda") and torch.cuda.is_bf16_supported()),
     )
     trainer = Trainer(model=model, args=args, train_dataset=examples,
                       data_collator=lambda batch: collate(batch, tokenizer.pad_token_id))
+    if not progress:  # without a progress bar the Trainer prints every log line instead
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
@@ -335,5 +352,25 @@ def full_finetune_memory(spec, weight_bytes: float = 2, optimizer_bytes_per_para
     return table
 
 
-def default_device_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+@dataclass(frozen=True)
+class RunSettings:
+    """How much Lab 03 trains and evaluates on this plan (the tier decides; quick mode shrinks it for CI)."""
+
+    steps: int
+    batch_size: int
+    learning_rate: float
+    eval_rows: int
+    few_shot_rows: int
+    few_shot_examples: int
+    qlora_steps: int
+
+
+def run_settings(plan) -> RunSettings:
+    """Training and evaluation sizes for the plan's tier (about 3 minutes of training on 2 CPU cores)."""
+    if plan.quick:
+        return RunSettings(steps=3, batch_size=4, learning_rate=3e-3, eval_rows=8, few_shot_rows=4, few_shot_examples=2, qlora_steps=1)
+    if plan.tier == "cpu":
+        return RunSettings(steps=30, batch_size=8, learning_rate=3e-3, eval_rows=64, few_shot_rows=32, few_shot_examples=2, qlora_steps=2)
+    if plan.tier == "colab":
+        return RunSettings(steps=300, batch_size=16, learning_rate=2e-4, eval_rows=400, few_shot_rows=400, few_shot_examples=3, qlora_steps=300)
+    return RunSettings(steps=600, batch_size=16, learning_rate=2e-4, eval_rows=400, few_shot_rows=400, few_shot_examples=3, qlora_steps=600)

@@ -1,0 +1,158 @@
+"""Lab 03: the dataset, formatting, training, evaluation, adapters."""
+import importlib.util
+import json
+
+import pytest
+
+from helpers import finetune as ft
+from helpers import lora_claims
+from helpers.catalog import get_model
+from helpers.errors import DataError
+from helpers.paths import DATASETS
+
+
+@pytest.fixture(scope="module")
+def generator():
+    spec = importlib.util.spec_from_file_location("generate", DATASETS / "support_desk" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generator_is_deterministic_and_matches_the_committed_files(generator):
+    first, second = generator.generate(), generator.generate()
+    assert first == second
+    for split, rows in first.items():
+        committed = [json.loads(line) for line in (DATASETS / "support_desk" / f"{split}.jsonl").read_text().splitlines()]
+        assert committed == rows, f"{split}.jsonl is stale: run python datasets/support_desk/generate.py"
+
+
+def test_sizes_and_splits_do_not_share_templates():
+    train, validation, test = (ft.load_rows(s) for s in ("train", "validation", "test"))
+    assert len(train) >= 2000 and len(test) >= 300
+    seen = {t for row in train + validation for t in row["templates"]}
+    assert not seen & {t for row in test for t in row["templates"]}
+
+
+def test_personal_data_spans_and_numbers_are_real(generator):
+    rows = ft.load_rows("train")
+    with_pii = [r for r in rows if r["pii_spans"]]
+    assert 0.25 < len(with_pii) / len(rows) < 0.45
+    for row in with_pii:
+        for span in row["pii_spans"]:
+            value = row["message"][span["start"]:span["end"]]
+            assert value and row["target"]["personal_data"]
+            if span["type"] == "iban":
+                numeric = "".join(str(int(ch, 36)) for ch in value[4:] + value[:4])
+                assert int(numeric) % 97 == 1
+            if span["type"] == "card":
+                digits = [int(d) for d in value.replace(" ", "")][::-1]
+                assert sum(d if i % 2 == 0 else (d * 2 - 9 if d * 2 > 9 else d * 2) for i, d in enumerate(digits)) % 10 == 0
+    assert {"simple", "multi_issue"} == {r["difficulty"] for r in rows}
+
+
+def test_bad_rows_are_all_reported_with_line_numbers(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"message": "ok", "target": {"category": "billing"}}\n'
+                     b'{"message": "x", "target": "{not json"}\n'
+                     b'{"message": "  ", "target": {}}\n'
+                     b'\xff\xfe\n')
+    with pytest.raises(DataError) as info:
+        ft.load_rows(path)
+    text = info.value.problem
+    assert "4 bad row(s)" in text and "training will not start" in text
+    for expected in ("line 1: target has no 'priority'", "line 2: field 'target' is not valid JSON",
+                     "line 3: field 'message' is missing or empty", "line 4: not valid UTF-8"):
+        assert expected in text
+
+
+def test_formatting_masks_the_prompt(embedded):
+    _, tokenizer = embedded
+    row = ft.load_rows("train")[0]
+    example = ft.format_example(tokenizer, row)
+    answer = [t for t, label in zip(example["input_ids"], example["labels"]) if label != -100]
+    assert tokenizer.decode(answer).startswith(ft.target_json(row["target"]))
+    first_answer = next(i for i, label in enumerate(example["labels"]) if label != -100)
+    assert all(label == -100 for label in example["labels"][:first_answer]) and first_answer > 10
+
+
+def test_lora_count_matches_peft_and_a_short_run_lowers_the_loss():
+    from helpers.models import load_model
+
+    model, tokenizer = load_model("smollm2-135m", precision="fp32", device="cpu")
+    config = ft.lora_config(r=4, targets=["q_proj", "v_proj"])
+    model = ft.add_lora(model, config)
+    trainable, _, _ = ft.trainable_parameters(model)
+    assert trainable == ft.lora_parameter_count(get_model("smollm2-135m"), 4, ["q_proj", "v_proj"])
+    rows = ft.load_rows("train")[:16]
+    result = ft.train(model, tokenizer, rows, steps=6, batch_size=4, learning_rate=3e-3, progress=False)
+    assert result.losses[-1] < result.losses[0] and result.tokens_per_s > 0
+
+
+def test_save_reload_merge_give_the_same_logits(tmp_path):
+    import torch
+
+    from helpers.models import load_model
+
+    base, tokenizer = load_model("smollm2-135m", precision="fp32", device="cpu")
+    config = ft.lora_config(r=4, targets=["q_proj", "v_proj"])
+    config.init_lora_weights = False  # random B, so the adapter really changes the output
+    model = ft.add_lora(base, config)
+    probe = tokenizer(["my router keeps disconnecting"], return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**probe).logits
+    size = ft.save_adapter(model, tmp_path / "adapter")
+    assert 0 < size < 5
+    reloaded = ft.load_adapter(load_model("smollm2-135m", precision="fp32", device="cpu")[0], tmp_path / "adapter")
+    ft.merge_and_export(reloaded, tokenizer, tmp_path / "merged")
+    merged, _ = load_model(str(tmp_path / "merged"), precision="fp32", device="cpu")
+    with torch.no_grad():
+        assert torch.allclose(expected, merged(**probe).logits, atol=5e-4)
+        plain = load_model("smollm2-135m", precision="fp32", device="cpu")[0](**probe).logits
+    assert not torch.allclose(expected, plain, atol=1e-3)
+
+
+def test_evaluation_scores_a_known_set():
+    rows = [{"target": {"category": "billing", "priority": "low", "product": "app", "personal_data": False, "needs_human": False}}] * 4
+    good = ft.target_json(rows[0]["target"])
+    wrong_priority = good.replace('"low"', '"high"')
+    table = ft.evaluate([good, "Sure! " + good + " hope that helps", wrong_priority, "no idea"], rows)
+    assert table.loc["valid JSON", "correct"] == 3 and table.loc["priority", "correct"] == 2
+    assert table.loc["exact match", "correct"] == 2 and table.loc["category", "rate"] == 0.75
+    assert table.loc["exact match", "low"] < 0.5 < table.loc["exact match", "high"]
+
+
+def test_wilson_interval():
+    low, high = ft.wilson_interval(0, 64)
+    assert low == 0 and 0.05 < high < 0.06
+    low, high = ft.wilson_interval(50, 100)
+    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
+
+
+def test_full_finetune_memory_and_claims():
+    table = ft.full_finetune_memory(get_model("qwen2.5-7b"))
+    assert table.loc["total", "full fine-tuning"] > 5 * table.loc["total", "QLoRA r=16 (NF4 base)"]
+    assert lora_claims.check_c9(get_model("smollm2-135m"), 4_884_480)["verdict"].startswith("does not hold")
+    assert lora_claims.check_c10()["verdict"].startswith("holds only if the A100 has 80 GB")
+
+
+def test_run_settings_shrink_in_quick_mode(monkeypatch):
+    from helpers.plan import plan
+
+    full = ft.run_settings(plan("03", override="tier=cpu"))
+    monkeypatch.setenv("OTS_QUICK", "1")
+    quick = ft.run_settings(plan("03", override="tier=cpu"))
+    assert quick.steps < full.steps and quick.eval_rows < full.eval_rows
+
+
+def test_datasheet_distribution_table_matches_the_files():
+    import collections
+    import re
+
+    text = (DATASETS / "support_desk" / "README.md").read_text()
+    for split in ("train", "validation", "test"):
+        rows = ft.load_rows(split)
+        counts = collections.Counter(r["target"]["category"] for r in rows)
+        expected = [str(len(rows))] + [str(counts[c]) for c in ft.ALLOWED["category"]]
+        line = re.search(rf"^\| {split} \| (.+) \|$", text, re.M).group(1).split(" | ")
+        assert line[: len(expected)] == expected, split
