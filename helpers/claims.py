@@ -25,6 +25,13 @@ def seed_claims() -> dict[str, dict]:
     return {row["id"]: row for row in load_rows("claims/seed_claims.csv", required=["id", "claim", "lab"], sourced=False)}
 
 
+def verdict_from_fit(fits_everywhere: bool, fits_somewhere: bool, condition: str) -> str:
+    """The ledger verdict for a claim about something fitting: holds / holds only if <condition> / does not hold."""
+    if fits_everywhere:
+        return "holds"
+    return f"holds only if {condition}" if fits_somewhere else "does not hold"
+
+
 def ledger_path() -> Path:
     override = os.environ.get("OTS_LEDGER")
     return Path(override).expanduser() if override else cache_dir() / "claims_ledger.csv"

@@ -102,6 +102,10 @@ def scenario() -> dict[str, float]:
     return {row["name"]: row["value"] for row in load_rows("scenario.csv", numeric=["value"], required=["name", "unit"])}
 
 
+def _scenario_value(name: str) -> float:
+    return scenario()[name]
+
+
 def scenario_workload() -> Workload:
     s = scenario()
     inputs, outputs = conversation_tokens(s["system_prompt_tokens"], s["turns_per_conversation"], s["user_tokens_per_turn"],
@@ -303,19 +307,20 @@ class SelfHost:
     precision: str = "bf16"
     usd_per_gpu_hour: float | None = None
     purchase_usd_per_gpu: float | None = None
-    amortisation_months: float = 36
-    utilisation_target: float = 0.6
-    engineer_fte: float = 0.5
-    engineer_cost_per_year: float = 180_000
-    electricity_usd_per_kwh: float = 0.13
-    pue: float = 1.56
-    storage_egress_usd_per_month: float = 300
-    monitoring_usd_per_month: float = 500
-    setup_usd: float = 30_000
-    data_prep_usd: float = 20_000
-    bandwidth_efficiency: float = 0.6
-    compute_efficiency: float = 0.35
-    max_batch: int = 64
+    # defaults come from datasets/scenario.csv, where each is sourced or marked as an assumption
+    amortisation_months: float = field(default_factory=lambda: _scenario_value("amortisation_months"))
+    utilisation_target: float = field(default_factory=lambda: _scenario_value("utilisation_target"))
+    engineer_fte: float = field(default_factory=lambda: _scenario_value("self_host_engineer_fte"))
+    engineer_cost_per_year: float = field(default_factory=lambda: _scenario_value("engineer_cost_per_year"))
+    electricity_usd_per_kwh: float = field(default_factory=lambda: _scenario_value("electricity_usd_per_kwh"))
+    pue: float = field(default_factory=lambda: _scenario_value("pue"))
+    storage_egress_usd_per_month: float = field(default_factory=lambda: _scenario_value("storage_egress_usd_per_month"))
+    monitoring_usd_per_month: float = field(default_factory=lambda: _scenario_value("monitoring_usd_per_month"))
+    setup_usd: float = field(default_factory=lambda: _scenario_value("setup_usd_one_off"))
+    data_prep_usd: float = field(default_factory=lambda: _scenario_value("data_prep_usd_one_off"))
+    bandwidth_efficiency: float = field(default_factory=lambda: _scenario_value("bandwidth_efficiency"))
+    compute_efficiency: float = field(default_factory=lambda: _scenario_value("compute_efficiency"))
+    max_batch: int = field(default_factory=lambda: int(_scenario_value("max_batch")))
     conversations_per_gpu_hour: float | None = None
 
     def __post_init__(self):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .catalog import get_model
+from .claims import verdict_from_fit
 from .finetune import full_finetune_memory
 from .hardware import gpu_specs
 
@@ -34,12 +35,7 @@ def check_c10(activations_gb: float | None = None) -> dict:
     fits = [name for name, usable in cards.items() if need <= usable]
     evidence = (f"Llama 3 70B QLoRA: NF4 weights + adapters + optimizer {qlora:.1f} GB + checkpointed activations "
                 f"{activations_gb:.1f} GB = {need:.1f} GB; usable: " + ", ".join(f"{k} {v:.0f} GB" for k, v in cards.items()))
-    if len(fits) == len(cards):
-        verdict = "holds"
-    elif fits:
-        verdict = f"holds only if the A100 has 80 GB ({', '.join(fits)}); a 40 GB A100 is too small"
-    else:
-        verdict = "does not hold"
+    verdict = verdict_from_fit(len(fits) == len(cards), bool(fits), f"the A100 has 80 GB ({', '.join(fits)}); a 40 GB A100 is too small")
     return {"verdict": verdict, "evidence": evidence, "need_gb": need}
 
 

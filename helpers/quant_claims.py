@@ -2,10 +2,10 @@
 spec table and the learner's own measurements."""
 from __future__ import annotations
 
-from .catalog import catalog
-from .quantization import gpus_to_fit, memory_saving
+from .catalog import catalog, estimate_memory
+from .claims import verdict_from_fit
 from .hardware import gpu_specs, roofline_tokens_per_s
-from .catalog import estimate_memory
+from .quantization import gpus_to_fit, memory_saving
 
 
 def check_c6(context: int = 8192) -> dict:
@@ -56,10 +56,5 @@ def check_c8(context: int = 4096, vram_gb: float = 16.0) -> dict:
     evidence = (f"Mistral 7B at {context} tokens: " + ", ".join(f"{p} {gb:.1f} GB" for p, gb in totals.items())
                 + f" vs {usable:.1f} GB usable of {vram_gb:.0f} GB; decode roofline at {t4:.0f} GB/s: "
                 + ", ".join(f"{p} <= {v:.0f} tokens/s" for p, v in speed.items()))
-    if "bf16" in fits:
-        verdict = "holds"
-    elif fits:
-        verdict = f"holds only if quantized ({' or '.join(fits)}): bf16 weights alone nearly fill 16 GB"
-    else:
-        verdict = "does not hold"
+    verdict = verdict_from_fit("bf16" in fits, bool(fits), f"quantized ({' or '.join(fits)}): bf16 weights alone nearly fill 16 GB")
     return {"verdict": verdict, "evidence": evidence, "totals": totals}
