@@ -20,7 +20,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import logging as _logging
+
 from .errors import KitError  # noqa: F401
+
+# bitsandbytes logs, on CPUs with AVX512-BF16, that an optional `kernels` package is missing and
+# falls back to its own kernels: noise for a learner, and it lands on whichever cell imports it first
+_logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
 
 
 def show_environment() -> None:

@@ -6,9 +6,11 @@ The task: read a customer message, answer with strict JSON
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+import warnings
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,14 +150,23 @@ def lora_parameter_count(spec, r: int, targets: list[str]) -> int:
     return spec.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets)
 
 
+@contextlib.contextmanager
+def quiet_peft():
+    """peft calls a transformers API that warns about its own rename (FutureWarning): not the learner's concern."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
 def add_lora(model, config, quantized: bool = False):
     """Wrap ``model`` with LoRA adapters (QLoRA: prepare the 4-bit base for training first)."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    if quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    # new LoRA dropout layers start in training mode; eval until the Trainer switches to train()
-    return get_peft_model(model, config).eval()
+    with quiet_peft():
+        if quantized:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        # new LoRA dropout layers start in training mode; eval until the Trainer switches to train()
+        return get_peft_model(model, config).eval()
 
 
 def trainable_parameters(model) -> tuple[int, int, float]:
@@ -243,7 +254,7 @@ def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int =
 
 # ---------------------------------------------------------------- prediction and evaluation
 def predict(model, tokenizer, messages: list[str], examples: list[dict] | None = None, batch_size: int = 16,
-            max_new_tokens: int = 48, progress: bool = True, schema: bool = True) -> list[str]:
+            max_new_tokens: int = 40, progress: bool = True, schema: bool = True) -> list[str]:
     """Greedy predictions for many messages, batched with left padding."""
     import torch
     from tqdm.auto import tqdm
@@ -320,15 +331,40 @@ def save_adapter(model, path: str | Path) -> float:
 def load_adapter(base_model, path: str | Path):
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base_model, path).eval()
+    with quiet_peft():
+        return PeftModel.from_pretrained(base_model, path).eval()
 
 
 def merge_and_export(peft_model, tokenizer, path: str | Path) -> float:
     """Fold the adapter into the base weights and save a plain checkpoint (loads without peft); returns MB."""
-    merged = peft_model.merge_and_unload()
+    with quiet_peft():
+        merged = peft_model.merge_and_unload()
     merged.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return directory_mb(path)
+
+
+def adapter_roundtrip(model, tokenizer, plan, folder: str | Path, probe_text: str = "Hi, my router keeps disconnecting.") -> dict:
+    """Save the trained adapter, reload it on a fresh base, merge and export, reload the export;
+    compare logits at each step. Returns sizes (MB), the checks, and the merged model."""
+    import torch
+
+    from .catalog import get_model
+    from .models import load_model
+
+    folder = Path(folder)
+    adapter_mb = save_adapter(model, folder / "adapter")
+    reloaded = load_adapter(load_model(plan=plan)[0], folder / "adapter")
+    probe = tokenizer([probe_text], return_tensors="pt").to(model.device)
+    with torch.no_grad():
+        original, again = model(**probe).logits, reloaded(**probe).logits
+    merged_mb = merge_and_export(reloaded, tokenizer, folder / "merged")
+    merged = load_model(str(folder / "merged"), precision=plan.precision, device=plan.device)[0]
+    with torch.no_grad():
+        merged_logits = merged(**probe).logits
+    return {"adapter_mb": adapter_mb, "merged_mb": merged_mb, "base_fp32_mb": get_model(plan.model).parameter_count() * 4 / 1e6,
+            "reload_same": bool(torch.allclose(original, again, atol=1e-5)),
+            "merge_same": bool(torch.allclose(original, merged_logits, atol=5e-4)), "merged_model": merged}
 
 
 def full_finetune_memory(spec, weight_bytes: float = 2, optimizer_bytes_per_param: float = 8, master_bytes: float = 4):

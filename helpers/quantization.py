@@ -30,8 +30,9 @@ def precisions_for(plan) -> list[str]:
     else:
         candidates = [("bf16" if p == "bf16" and "no bf16" not in " ".join(plan.notes) else "fp16") if p == "bf16" else p
                       for p in GPU_PRECISIONS]
-    return [p for p in candidates
-            if estimate_memory(plan.model, p, plan.context, plan.batch, device=plan.device).total_gb <= plan.memory_available_gb]
+    fitting = [p for p in candidates
+               if estimate_memory(plan.model, p, plan.context, plan.batch, device=plan.device).total_gb <= plan.memory_available_gb]
+    return [fitting[0], "nf4"] if plan.quick and "nf4" in fitting[1:] else fitting
 
 
 def heldout_text() -> str:
@@ -160,7 +161,7 @@ def profile_precisions(plan, precisions: list[str] | None = None, questions: lis
     from .models import load_model, weights_bytes
 
     precisions = precisions or precisions_for(plan)
-    questions = questions or prompts()
+    questions = questions or (prompts()[:2] if plan.quick else prompts())
     text = text or heldout_text()
     rows, replies = [], {}
     for precision in tqdm(precisions, desc="precisions", disable=not progress):

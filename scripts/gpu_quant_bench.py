@@ -21,33 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from helpers.catalog import estimate_memory, get_model  # noqa: E402
-
-CONFIG_CLASS = {"smollm2": "LlamaConfig", "llama": "LlamaConfig", "qwen2.5": "Qwen2Config", "mistral": "MistralConfig"}
-
-
-def config_for(key: str):
-    import transformers
-
-    spec = get_model(key)
-    family = next(f for f in CONFIG_CLASS if key.startswith(f))
-    cls = getattr(transformers, CONFIG_CLASS[family])
-    return cls(vocab_size=spec.vocab, hidden_size=spec.hidden, intermediate_size=spec.intermediate, num_hidden_layers=spec.layers,
-               num_attention_heads=spec.heads, num_key_value_heads=spec.kv_heads, head_dim=spec.head_dim,
-               max_position_embeddings=spec.context, tie_word_embeddings=spec.tied_embeddings)
-
-
-def build_random(key: str, folder: Path) -> None:
-    """Save a random-weight checkpoint of ``key`` (bf16) with a throwaway byte-level tokenizer config."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config_for(key), dtype=torch.bfloat16)
-    model.save_pretrained(folder)
-    del model
-    gc.collect()
-
+from helpers.catalog import estimate_memory  # noqa: E402
+from helpers.random_models import build_random  # noqa: E402
 
 def measure(folder: Path, key: str, precision: str, device: str, prompt_tokens: int, new_tokens: int) -> dict:
     import torch

@@ -15,18 +15,3 @@ def embedded():
 
     return load_model("smollm2-135m", precision="fp32", device="cpu")
 
-
-def pytest_runtest_setup(item):
-    """Student copies in labs/ run in quick mode (same code, fewer steps and rows); solutions run in full.
-
-    The kernel of a notebook starts when its first cell is set up, so the variable is set here,
-    before pytest's own setup for that item runs.
-    """
-    path = str(getattr(item, "fspath", ""))
-    if "/labs/" in path:
-        os.environ["OTS_QUICK"] = "1"
-    else:
-        os.environ.pop("OTS_QUICK", None)
-
-
-pytest_runtest_setup.tryfirst = True
