@@ -88,3 +88,15 @@ def test_gpu_bench_script_runs_on_cpu_with_random_weights(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     text = out.read_text()
     assert "smollm2-135m,nf4" in text and "random weights" in text
+
+
+@pytest.mark.parametrize("key", ["qwen2.5-7b", "llama3.1-8b", "mistral-7b", "smollm2-135m"])
+def test_random_model_configs_reproduce_the_catalog_architecture(key):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from helpers.random_models import config_for
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config_for(key))
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(get_model(key).parameter_count(), rel=0.005)
