@@ -39,9 +39,9 @@ def test_chat_template_wraps_roles(embedded):
 def test_greedy_reply_is_identical_across_two_processes(embedded):
     model, tokenizer = embedded
     here = repr(models.chat(model, tokenizer, PROMPT, max_new_tokens=24))
-    others = [subprocess.run([sys.executable, "-c", REPLY_SCRIPT], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-              for _ in range(2)]
-    assert others == [here, here]
+    # this process and a fresh one: two processes, same reply
+    other = subprocess.run([sys.executable, "-c", REPLY_SCRIPT], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    assert other == here
     assert "Paris" in here
 
 
