@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Callable
 
@@ -532,10 +532,6 @@ def default_distributions(inputs: dict) -> dict[str, Callable]:
         "engineer_fte": lambda rng: float(rng.uniform(0.25, 1.5)),
         "api_price_factor": lambda rng: float(rng.uniform(0.5, 1.2)),
     }
-
-
-def as_dict(obj) -> dict:
-    return asdict(obj)
 
 
 # ---------------------------------------------------------------- pictures

@@ -246,8 +246,9 @@ def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int =
     trainer.train()
     seconds = time.perf_counter() - start
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    seen = min(steps * batch_size, 10**9)
-    tokens = sum(len(examples[i % len(examples)]["input_ids"]) for i in range(seen))
+    seen = steps * batch_size
+    # the Trainer samples rows at random: count tokens at the training set's mean length
+    tokens = round(seen * sum(len(e["input_ids"]) for e in examples) / len(examples))
     model.eval()
     return TrainResult(steps, seconds, losses, peak_memory_gb(device), seen, tokens)
 

@@ -11,7 +11,7 @@ they ask the plan. One environment variable overrides it::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .catalog import PRECISIONS, estimate_memory, get_model
@@ -217,8 +217,3 @@ def plan_all_tiers(lab: str) -> "object":
         rows.append({"tier": tier, "reference machine": hw.name, "model": p.model or "-", "precision": p.precision or "-",
                      "memory GB": round(p.expected_memory_gb, 2), "about minutes": round(p.expected_minutes, 1)})
     return pd.DataFrame(rows).set_index("tier")
-
-
-def with_overrides(p: Plan, **changes) -> Plan:
-    """A copy of a plan with some fields changed (for exercises that explore other choices)."""
-    return replace(p, **changes)

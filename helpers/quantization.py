@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from .catalog import LINEAR_BYTES, catalog, estimate_memory, get_model
+from .catalog import catalog, estimate_memory, get_model
 from .errors import InputError, KitError
 from .hardware import gpu_specs, roofline_tokens_per_s
 from .paths import dataset
@@ -28,8 +28,10 @@ def precisions_for(plan) -> list[str]:
     if plan.device == "cpu":
         candidates = CPU_PRECISIONS
     else:
-        candidates = [("bf16" if p == "bf16" and "no bf16" not in " ".join(plan.notes) else "fp16") if p == "bf16" else p
-                      for p in GPU_PRECISIONS]
+        from .hardware import detect_hardware
+
+        half = "bf16" if detect_hardware().bf16 else "fp16"  # a T4 has no bf16
+        candidates = [half if p == "bf16" else p for p in GPU_PRECISIONS]
     fitting = [p for p in candidates
                if estimate_memory(plan.model, p, plan.context, plan.batch, device=plan.device).total_gb <= plan.memory_available_gb]
     return [fitting[0], "nf4"] if plan.quick and "nf4" in fitting[1:] else fitting
@@ -265,13 +267,6 @@ def llama_cpp_decode(prompt: str = "Write a short note to a customer about a del
     total = time.perf_counter() - start
     return {"engine": "llama.cpp", "load s": load_s, "RSS growth GB": rss_gb() - before, "time to first token s": first,
             "decode tokens/s": (produced - 1) / max(total - (first or 0), 1e-9), "file GB": embedded_gguf_path().stat().st_size / 1e9}
-
-
-def linear_bytes_table():
-    """Bytes per parameter of a quantized linear layer, per precision (what the estimator uses)."""
-    import pandas as pd
-
-    return pd.Series(LINEAR_BYTES, name="bytes per linear-layer parameter")
 
 
 def add_roofline(table, bandwidth_gbps: float):

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from helpers.catalog import estimate_memory  # noqa: E402
 from helpers.random_models import build_random  # noqa: E402
 
+
 def measure(folder: Path, key: str, precision: str, device: str, prompt_tokens: int, new_tokens: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
@@ -62,7 +63,6 @@ def measure(folder: Path, key: str, precision: str, device: str, prompt_tokens: 
     peak = torch.cuda.max_memory_allocated() / 1e9 if device == "cuda" else float("nan")
     name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
     predicted = estimate_memory(key, precision, prompt_tokens + new_tokens, 1, device=device)
-    del model
     gc.collect()
     return {"hardware": name, "model": key, "precision": precision, "load_s": round(load_s, 2), "weights_gb_measured": round(weights_gb, 3),
             "weights_gb_predicted": round(predicted.weights_gb, 3), "peak_allocated_gb": round(peak, 3),
