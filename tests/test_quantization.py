@@ -40,9 +40,8 @@ def test_decode_speed_and_roofline(embedded):
     assert bound == pytest.approx(20e9 / 0.538e9) and share > 0
 
 
-def test_gguf_loads_through_transformers_and_other_models_explain():
-    model, tokenizer = load_gguf("smollm2-135m")
-    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+def test_gguf_only_for_models_that_ship_one():
+    # loading the embedded GGUF itself (about 17 s of dequantizing) runs in Lab 02's notebooks, solution and lab
     with pytest.raises(UnsupportedPrecisionError, match="GGUF"):
         load_gguf("qwen2.5-7b")
 
