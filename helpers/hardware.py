@@ -105,12 +105,51 @@ def cpu_hardware() -> Hardware:
     return Hardware(kind="cpu", name=platform.processor() or platform.machine(), cpu_cores=_cpu_cores(), ram_gb=_ram_gb())
 
 
+# Make a bigger GPU plan and run like a smaller one (e.g. OTS_SIMULATE_GPU=T4 on an H100): the kit is
+# told the smaller card's name, memory and bf16 support, and torch's allocator is capped at its memory.
+# Used by `bash kit gpu-check` to prove the Colab (T4) plan on whatever GPU the instructor has.
+SIMULATE_VAR = "OTS_SIMULATE_GPU"
+
+
+def _simulated(real_vram_gb: float) -> Hardware | None:
+    name = os.environ.get(SIMULATE_VAR, "").strip()
+    if not name:
+        return None
+    fake = describe_gpu(name, ram_gb=_ram_gb(), cpu_cores=_cpu_cores())
+    if fake.vram_gb > real_vram_gb:
+        raise InputError(f"{SIMULATE_VAR}={name}: {fake.vram_gb:.0f} GB is more than this GPU's {real_vram_gb:.0f} GB",
+                         fix=f"simulate a smaller GPU, or unset {SIMULATE_VAR}")
+    _cap_memory(fake.vram_gb / real_vram_gb)
+    return Hardware(kind="cuda", name=f"{fake.name} (simulated by {SIMULATE_VAR})", vram_gb=fake.vram_gb,
+                    compute_capability=fake.compute_capability, bf16=fake.bf16, cpu_cores=fake.cpu_cores,
+                    ram_gb=fake.ram_gb, spec=fake.spec)
+
+
+@lru_cache(maxsize=1)
+def _cap_memory(fraction: float) -> None:
+    import torch
+
+    torch.cuda.set_per_process_memory_fraction(min(1.0, fraction))
+
+
+def half_dtype(hw: Hardware) -> str:
+    """The 16-bit compute dtype of ``hw``: bfloat16 where the GPU has it (and on CPU), float16 on older GPUs (T4)."""
+    return "float16" if hw.has_gpu and not hw.bf16 else "bfloat16"
+
+
 def detect_hardware() -> Hardware:
-    """Describe this machine: the first CUDA GPU if torch sees one, else the CPU."""
+    """Describe this machine: the first CUDA GPU if torch sees one, else the CPU.
+
+    With ``OTS_SIMULATE_GPU=<name from gpu_specs.csv>`` a bigger GPU describes itself as that one.
+    """
     try:
         import torch
 
         if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            simulated = _simulated(props.total_memory / 1e9)
+            if simulated is not None:
+                return simulated
             props = torch.cuda.get_device_properties(0)
             cc = (props.major, props.minor)
             return Hardware(

@@ -182,9 +182,11 @@ def _check_precision(precision: str, device: str) -> None:
         if not torch.cuda.is_available():
             raise NoGPUError("a GPU (device='cuda') was asked for, but torch sees none",
                              fix="use device='cpu' (the plan does this for you), or run on Colab / a GPU machine")
-        if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            name = torch.cuda.get_device_name(0)
-            raise UnsupportedPrecisionError(f"{name} has no bf16 support (compute capability < 8.0, e.g. a T4)",
+        from .hardware import detect_hardware
+
+        hw = detect_hardware()
+        if precision == "bf16" and not hw.bf16:
+            raise UnsupportedPrecisionError(f"{hw.name} has no bf16 support (compute capability < 8.0, e.g. a T4)",
                                             fix="use precision='fp16' (helpers.plan does this automatically)")
     if precision in QUANTIZED and importlib.util.find_spec("bitsandbytes") is None:
         raise UnsupportedPrecisionError(f"{precision} needs bitsandbytes, which is not installed",
@@ -206,14 +208,18 @@ def quantization_config(precision: str, compute_dtype: str = "bfloat16"):
     )
 
 
-def load_model(ref: str | None = None, precision: str = "fp32", device: str | None = None, plan=None, quiet: bool = True):
+def load_model(ref: str | None = None, precision: str | None = None, device: str | None = None, plan=None, quiet: bool = True,
+               compute_dtype: str | None = None):
     """Load a causal LM and its tokenizer.
 
     Args:
         ref: catalog key, hub id or folder; ``None`` = the plan's model (or the embedded default).
-        precision: fp32, bf16, fp16, int8, nf4, fp4 (int8/4-bit via bitsandbytes).
+        precision: fp32, bf16, fp16, int8, nf4, fp4 (int8/4-bit via bitsandbytes); default: the plan's, else fp32.
         device: "cpu" or "cuda"; default: the plan's device, else cuda if available.
-        plan: a :class:`helpers.plan.Plan`; its model, precision and device are used when given.
+        plan: a :class:`helpers.plan.Plan`; its model, precision, device and compute dtype fill in what
+            is not given explicitly (an explicit argument always wins).
+        compute_dtype: dtype int8/4-bit layers compute in; default: the plan's, else the hardware's
+            16-bit type (bfloat16, or float16 on a GPU without bf16).
 
     Returns:
         ``(model, tokenizer)``, the model in eval mode.
@@ -224,8 +230,11 @@ def load_model(ref: str | None = None, precision: str = "fp32", device: str | No
 
     if plan is not None:
         ref = ref or plan.model
-        precision = plan.precision or precision
+        precision = precision or plan.precision
         device = device or plan.device
+        if plan.precision == precision and device == plan.device:
+            compute_dtype = compute_dtype or plan.compute_dtype
+    precision = precision or "fp32"
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     _check_precision(precision, device)
     if precision == "gguf":
@@ -242,7 +251,7 @@ def load_model(ref: str | None = None, precision: str = "fp32", device: str | No
         kwargs["dtype"] = getattr(torch, TORCH_DTYPES[precision])
         kwargs["device_map"] = device
     else:
-        compute = "float16" if device.startswith("cuda") and not torch.cuda.is_bf16_supported() else "bfloat16"
+        compute = compute_dtype if compute_dtype not in (None, "float32") else default_compute_dtype(device)
         kwargs["quantization_config"] = quantization_config(precision, compute)
         kwargs["dtype"] = getattr(torch, compute)
         kwargs["device_map"] = device
@@ -265,6 +274,13 @@ def load_model(ref: str | None = None, precision: str = "fp32", device: str | No
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
+
+
+def default_compute_dtype(device: str) -> str:
+    """The hardware's 16-bit compute dtype for quantized layers (``helpers.hardware.half_dtype``)."""
+    from .hardware import cpu_hardware, detect_hardware, half_dtype
+
+    return half_dtype(detect_hardware() if device.startswith("cuda") else cpu_hardware())
 
 
 def load_gguf(ref: str | None = None, device: str = "cpu", quiet: bool = True):

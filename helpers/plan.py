@@ -17,7 +17,7 @@ from functools import lru_cache
 from .catalog import PRECISIONS, estimate_memory, get_model
 from .data import load_rows
 from .errors import InputError, NotEnoughMemoryError
-from .hardware import Hardware, detect_hardware
+from .hardware import Hardware, detect_hardware, half_dtype
 
 TIERS = ("cpu", "colab", "local-gpu")
 ENV_VAR = "OTS_PLAN"
@@ -64,12 +64,13 @@ class Plan:
     expected_minutes: float
     notes: list[str] = field(default_factory=list)
     quick: bool = False
+    compute_dtype: str = "float32"
 
     def as_rows(self) -> list[tuple[str, str]]:
         rows = [
             ("lab", self.lab), ("tier", self.tier), ("hardware", self.hardware), ("device", self.device),
             ("model", f"{self.model} ({self.hub_id})" if self.model else "none needed"),
-            ("precision", self.precision or "-"), ("batch", str(self.batch)), ("context", str(self.context)),
+            ("precision", self.precision or "-"), ("compute dtype", self.compute_dtype), ("batch", str(self.batch)), ("context", str(self.context)),
             ("expected memory", f"{self.expected_memory_gb:.2f} GB of {self.memory_available_gb:.1f} GB usable"),
             ("expected time", f"about {self.expected_minutes:.1f} min"),
         ]
@@ -201,7 +202,17 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
         estimate = estimate_memory(spec, precision, base["context"], base["batch"], device=device)
     minutes = _expected_minutes(row, hw, estimate.weights_gb, spec.parameter_count(), notes)
     return Plan(model=spec.key, hub_id=spec.hub_id, precision=precision, expected_memory_gb=estimate.total_gb,
-                expected_minutes=minutes, notes=notes, **base)
+                expected_minutes=minutes, notes=notes, compute_dtype=compute_dtype_for(precision, device, hw), **base)
+
+
+def compute_dtype_for(precision: str, device: str, hw: Hardware) -> str:
+    """The dtype matrix products run in: fp32 stays fp32; fp16/bf16 are themselves; quantized weights
+    (int8, NF4, FP4) compute in the hardware's 16-bit type (bf16, or fp16 on a T4)."""
+    if precision == "fp32":
+        return "float32"
+    if precision in ("fp16", "bf16"):
+        return {"fp16": "float16", "bf16": "bfloat16"}[precision]
+    return half_dtype(hw) if device == "cuda" else "bfloat16"
 
 
 def plan_all_tiers(lab: str) -> "object":

@@ -156,3 +156,78 @@ def test_datasheet_distribution_table_matches_the_files():
         expected = [str(len(rows))] + [str(counts[c]) for c in ft.ALLOWED["category"]]
         line = re.search(rf"^\| {split} \| (.+) \|$", text, re.M).group(1).split(" | ")
         assert line[: len(expected)] == expected, split
+
+
+def test_packed_rows_give_the_same_loss_as_a_padded_batch(embedded):
+    """Padding-free packing is the same objective: no row sees another, the same tokens are scored."""
+    import torch
+
+    model, tokenizer = embedded
+    examples = [ft.format_example(tokenizer, row) for row in ft.load_rows("train")[:6]]
+    assert len({len(e["input_ids"]) for e in examples}) > 1  # rows of different lengths: the padded batch has padding
+    model.config.use_cache = False
+    try:
+        with torch.no_grad():
+            padded = model(**ft.collate(examples, tokenizer.pad_token_id)).loss
+            packed_batch = ft.pack(examples, tokenizer.pad_token_id)
+            packed = model(**packed_batch).loss
+            # and the mask really separates rows: positions that never restart would mix them
+            mixed = model(input_ids=packed_batch["input_ids"], labels=packed_batch["labels"]).loss
+    finally:
+        model.config.use_cache = True
+    assert packed_batch["input_ids"].shape[1] == sum(len(e["input_ids"]) for e in examples)
+    assert abs(float(packed) - float(padded)) < 1e-4 * float(padded)
+    assert abs(float(mixed) - float(padded)) > 1e-3
+
+
+def test_steps_fill_a_token_budget_or_a_row_count():
+    rows = [{"input_ids": [0] * n} for n in (50, 60, 70, 80, 90, 100) * 10]
+    by_rows = ft.make_steps(rows, rows_per_step=4, token_budget=None, steps=5)
+    assert [len(group) for group in by_rows] == [4] * 5
+    by_tokens = ft.make_steps(rows, rows_per_step=4, token_budget=400, steps=8)
+    assert len(by_tokens) == 8
+    assert all(sum(len(r["input_ids"]) for r in group) <= 400 for group in by_tokens)
+    assert sum(len(group) for group in by_tokens) > 8 * 4  # short rows: more than 4 rows a step
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "nf4"])
+def test_adapter_roundtrip_at_gpu_dtypes(precision, tmp_path):
+    """The round trip Lab 03 runs on the GPU tiers (bf16 and fp16 compute, NF4 and 16-bit bases),
+    here with the same dtypes on CPU: logits of different dtypes are compared in float32."""
+    import dataclasses
+
+    from helpers.plan import plan
+    from helpers.models import load_model
+
+    import torch
+
+    torch.manual_seed(0)
+    compute = "float16" if precision == "fp16" else "bfloat16"
+    p = dataclasses.replace(plan("03", override="tier=cpu"), precision=precision, compute_dtype=compute)
+    base, tokenizer = load_model(plan=p)
+    probe = tokenizer(["Hi, my router keeps disconnecting."], return_tensors="pt")
+    with torch.no_grad():
+        plain = base(**probe).logits
+    config = ft.lora_config(r=4, targets=["q_proj", "v_proj"])
+    config.init_lora_weights = False  # random B: the adapter really changes the output ...
+    model = ft.add_lora(base, config, quantized=precision == "nf4")
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:
+                weight.mul_(0.1)  # ... by a trained adapter's order of magnitude (about 8 % of the largest logit)
+        adapted = model(**probe).logits
+    # the check can fail: the adapter moves the logits by more than the merge tolerance
+    assert not ft.logits_close(plain, adapted, compute, merged=True)
+    result = ft.adapter_roundtrip(model, tokenizer, p, tmp_path)
+    assert result["reload_same"] and result["merge_same"], result
+    assert result["merged_precision"] == ("fp16" if precision == "fp16" else "bf16")
+    assert next(result["merged_model"].parameters()).dtype == getattr(__import__("torch"), compute)
+
+
+def test_logits_close_compares_across_dtypes():
+    import torch
+
+    a = torch.linspace(-20, 20, 1000)
+    assert ft.logits_close(a, a.to(torch.bfloat16), "bfloat16")
+    assert not ft.logits_close(a, a + 1.0, "bfloat16")
+    assert ft.logits_close(a, a + 1e-5, "float32") and not ft.logits_close(a, a + 1e-2, "float32")
