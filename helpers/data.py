@@ -98,3 +98,19 @@ def load_table(path: str | Path, **kwargs):
     import pandas as pd
 
     return pd.DataFrame(load_rows(path, **kwargs))
+
+
+def write_results(path: str | Path, rows: list[dict], same_run: tuple[str, ...] = ("hardware", "model")) -> Path:
+    """Write benchmark rows to a results CSV, replacing earlier rows of the same run (same values of
+    ``same_run``, e.g. the same GPU and model) and keeping the rest; new columns are added at the end."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existing = list(csv.DictReader(open(path))) if path.exists() else []
+    replaced = {tuple(str(row[k]) for k in same_run) for row in rows}
+    kept = [row for row in existing if tuple(row.get(k, "") for k in same_run) not in replaced]
+    fields = list(dict.fromkeys([*(key for row in rows for key in row), *(existing[0] if existing else {})]))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept + rows)
+    return path

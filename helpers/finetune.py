@@ -611,7 +611,7 @@ class RunSettings:
 
 
 def run_settings(plan) -> RunSettings:
-    """Training and evaluation sizes for the plan's tier (about 2 minutes of training on 2 CPU cores).
+    """Training and evaluation sizes for the plan's tier (about 2 minutes of training on one CPU core).
 
     Rows per step come from the plan (``plan.batch``, which ``OTS_PLAN="batch=..."`` overrides). On CPU
     the QLoRA demonstration is one small step: 4-bit kernels on a CPU are slow, and the point there is
@@ -622,7 +622,7 @@ def run_settings(plan) -> RunSettings:
         return RunSettings(steps=3, batch_size=min(rows, 4), learning_rate=3e-3, eval_rows=8, few_shot_rows=4, few_shot_examples=2,
                            qlora_steps=1, qlora_batch_size=2)
     if plan.tier == "cpu":
-        return RunSettings(steps=30, batch_size=rows, learning_rate=3e-3, eval_rows=48, few_shot_rows=24, few_shot_examples=2,
+        return RunSettings(steps=20, batch_size=rows, learning_rate=3e-3, eval_rows=48, few_shot_rows=16, few_shot_examples=2,
                            qlora_steps=1, qlora_batch_size=2)
     if plan.tier == "colab":
         return RunSettings(steps=300, batch_size=rows, learning_rate=2e-4, eval_rows=400, few_shot_rows=400, few_shot_examples=3,

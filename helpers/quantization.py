@@ -34,6 +34,7 @@ def precisions_for(plan) -> list[str]:
         candidates = [half if p == "bf16" else p for p in GPU_PRECISIONS]
     fitting = [p for p in candidates
                if estimate_memory(plan.model, p, plan.context, plan.batch, device=plan.device).total_gb <= plan.memory_available_gb]
+    # quick mode (CI's run of the student copy): the first precision and NF4, so bitsandbytes is still exercised
     return [fitting[0], "nf4"] if plan.quick and "nf4" in fitting[1:] else fitting
 
 
@@ -163,8 +164,8 @@ def profile_precisions(plan, precisions: list[str] | None = None, questions: lis
     from .models import load_model, weights_bytes
 
     precisions = precisions or precisions_for(plan)
-    # answer agreement: 2 prompts in quick mode, 4 on a CPU (4-bit decoding is slow there), all on a GPU
-    questions = questions or prompts()[: 2 if plan.quick else 4 if plan.device == "cpu" else None]
+    # answer agreement: 2 prompts in quick mode, 3 on a CPU (int8/4-bit decoding is slow there), all on a GPU
+    questions = questions or prompts()[: 2 if plan.quick else 3 if plan.device == "cpu" else None]
     text = text or heldout_text()
     rows, replies = [], {}
     for precision in tqdm(precisions, desc="precisions", disable=not progress):
@@ -292,6 +293,29 @@ def llama_cpp_decode(prompt: str = "Write a short note to a customer about a del
     total = time.perf_counter() - start
     return {"engine": "llama.cpp", "load s": load_s, "RSS growth GB": rss_gb() - before, "time to first token s": first,
             "decode tokens/s": (produced - 1) / max(total - (first or 0), 1e-9), "file GB": embedded_gguf_path().stat().st_size / 1e9}
+
+
+def gguf_engines(model_key: str):
+    """Lab 02's GGUF comparison: the embedded GGUF loaded by transformers (dequantized) and, where
+    llama-cpp-python is installed, by llama.cpp as is. An engine that cannot run is explained and left out."""
+    import pandas as pd
+
+    from .errors import try_and_explain
+    from .models import load_model, weights_bytes
+
+    rows = []
+    start = time.perf_counter()
+    loaded = try_and_explain(load_model, model_key, precision="gguf", device="cpu")  # only the embedded model ships a GGUF file
+    if loaded:
+        model, tokenizer = loaded
+        rows.append({"engine": "transformers (GGUF dequantized)", "load s": time.perf_counter() - start,
+                     "weights GB": weights_bytes(model) / 1e9, "decode tokens/s": decode_speed(model, tokenizer).decode_tokens_per_s})
+        del model
+    llama = try_and_explain(llama_cpp_decode)
+    if llama:
+        rows.append({"engine": "llama.cpp (GGUF as is)", "load s": llama["load s"], "weights GB": llama["file GB"],
+                     "decode tokens/s": llama["decode tokens/s"]})
+    return pd.DataFrame(rows).set_index("engine").round(2) if rows else None
 
 
 def add_roofline(table, bandwidth_gbps: float):

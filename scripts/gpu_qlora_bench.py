@@ -15,7 +15,7 @@ in one process:
 
 A short untimed run comes first, so neither side pays the process's first CUDA/cuBLAS set-up.
 Throughput counts real (non-padding) tokens per second after two warm-up steps; peak memory is
-``torch.cuda.max_memory_allocated``. Rows are appended to datasets/results/gpu_qlora.csv.
+``torch.cuda.max_memory_allocated``. Rows replace earlier rows of the same GPU and model in datasets/results/gpu_qlora.csv.
 
     python scripts/gpu_qlora_bench.py --model qwen2.5-7b --steps 16     # on a GPU
     python scripts/gpu_qlora_bench.py --model smollm2-135m --device cpu --steps 4 --batch-size 2   # smoke test
@@ -23,7 +23,6 @@ Throughput counts real (non-padding) tokens per second after two warm-up steps; 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import datetime as dt
 import gc
@@ -169,15 +168,9 @@ def main(argv=None) -> int:
         row["ratio_to_baseline"] = round(row["tokens_per_s"] / base, 3)
         print(f"{row['variant']:<58} {row['tokens_per_s']:9.1f} tokens/s  {row['ratio_to_baseline']:.2f}x  peak {row['peak_memory_gb']:.1f} GB")
     print(json.dumps(results))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(k for row in results for k in row))
-    existing = list(csv.DictReader(open(out))) if out.exists() else []
-    fields = list(dict.fromkeys([*(existing[0].keys() if existing else []), *fields]))
-    with open(out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(existing + results)
+    from helpers.data import write_results
+
+    out = write_results(args.out, results)
     print(f"written to {out}")
     return 0
 

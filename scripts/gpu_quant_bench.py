@@ -19,7 +19,6 @@ Rows replace earlier rows of the same GPU and model in datasets/results/gpu_quan
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import gc
 import statistics
@@ -128,15 +127,9 @@ def main(argv=None) -> int:
         print(f"{row['precision']:>6} {row['cache']:>7} cache: {row['decode_tokens_per_s']:8.1f} tokens/s "
               f"(runs {row['decode_min']:.1f}-{row['decode_max']:.1f}; {row['decode_tokens_per_s'] / baseline:.2f}x {rows[0]['precision']}), "
               f"{row['pct_of_roofline']}% of roofline, weights {row['weights_gb_measured']:.2f} GB (predicted {row['weights_gb_predicted']:.2f})")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    existing = list(csv.DictReader(open(out))) if out.exists() else []
-    existing = [r for r in existing if not (r["hardware"] == rows[0]["hardware"] and r["model"] == args.model)]
-    fields = list(dict.fromkeys([*rows[0], *(existing[0] if existing else {})]))
-    with open(out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(existing + rows)
+    from helpers.data import write_results
+
+    out = write_results(args.out, rows)
     print(f"written to {out}")
     return 0
 

@@ -42,3 +42,17 @@ def test_bad_date_format(tmp_path):
 def test_shipped_sourced_files_load(name):
     rows = load_rows(name)
     assert rows and all(row["source"].strip() and row["date"] for row in rows)
+
+
+def test_results_rows_replace_the_same_run_and_keep_the_others(tmp_path):
+    import csv
+
+    from helpers.data import write_results
+
+    path = tmp_path / "results.csv"
+    write_results(path, [{"hardware": "H100", "model": "m", "tokens_per_s": 1}])
+    write_results(path, [{"hardware": "T4", "model": "m", "tokens_per_s": 2, "extra": "x"}])
+    write_results(path, [{"hardware": "H100", "model": "m", "tokens_per_s": 3}])
+    rows = list(csv.DictReader(open(path)))
+    assert [(r["hardware"], r["tokens_per_s"]) for r in rows] == [("T4", "2"), ("H100", "3")]
+    assert rows[0]["extra"] == "x" and rows[1]["extra"] == ""

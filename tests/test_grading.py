@@ -11,7 +11,7 @@ from helpers import course
 
 LAB = "01_tco_economics"  # the fastest lab: grading logic, not the model, is under test here
 ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT_S = 30  # short on purpose: under the CPU load below, a correct notebook may need its re-run
+TIMEOUT_S = 20  # short on purpose: under the CPU load below, a correct notebook may need its re-run
 
 
 @pytest.fixture(scope="module")

@@ -91,9 +91,10 @@ def test_gpu_request_without_gpu(monkeypatch):
 def test_bf16_on_a_gpu_without_bf16_is_explained(monkeypatch):
     import torch
 
+    from helpers import hardware
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    monkeypatch.setattr(hardware, "detect_hardware", lambda: hardware.describe_gpu("T4"))
     with pytest.raises(UnsupportedPrecisionError, match="precision='fp16'"):
         models._check_precision("bf16", "cuda")
 
