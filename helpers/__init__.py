@@ -1,17 +1,27 @@
 """Own the Stack: the small package behind the course notebooks.
 
-One module per concern (see README, "Architecture"):
+A shared core, one subpackage per course stage, and the course tooling on top (README, "Architecture").
 
-- ``helpers.paths``      where the repo, datasets and the model cache live
-- ``helpers.errors``     the errors a learner meets, each naming its fix
-- ``helpers.data``       loading dated, sourced data files with row-numbered errors
-- ``helpers.hardware``   detect CPU/GPU, the GPU spec table, the roofline
-- ``helpers.catalog``    the model catalog and memory estimates
-- ``helpers.plan``       the per-lab, per-tier plan (model, precision, batch, memory, time)
-- ``helpers.models``     resolve an id, load at a precision, chat and stream
-- ``helpers.economics``  Lab 01: API vs self-hosting costs
-- ``helpers.claims``     the course's claims ledger
-- ``helpers.course``     setup cell, labs builder, grading (top layer; reads notebooks only)
+Core (every lab uses it):
+
+- ``helpers.paths``          where the repo, datasets and the model cache live
+- ``helpers.errors``         the errors a learner meets, each naming its fix
+- ``helpers.data``           dated, sourced data files with row-numbered errors; recorded results files
+- ``helpers.hardware``       detect CPU/GPU, the GPU spec table, usable memory, the roofline
+- ``helpers.catalog``        the model catalog and memory estimates (weights, KV cache)
+- ``helpers.plan``           the per-lab, per-tier plan: the one place hardware-dependent choices are made
+- ``helpers.models``         resolve an id, load at a precision, chat and stream
+- ``helpers.random_models``  random-weight models from real configs (GPU checks without downloads)
+- ``helpers.ledger``         the course's claims ledger (seed claims, verdict vocabulary)
+- ``helpers.results``        the learner's own measurements, saved by each lab for the later ones
+
+Course stages (lab number -> subpackage, each with its logic and a ``claims`` module):
+
+- Lab 01 ``helpers.tco``       API vs self-hosting costs
+- Lab 02 ``helpers.quantize``  precisions measured: memory, speed, quality, what fits where
+- Lab 03 ``helpers.finetune``  LoRA / QLoRA on the support-desk task, before/after evaluation
+
+Course tooling: ``helpers.course`` (setup cell, labs builder, grading, pytest plugin, GPU check).
 
 Heavy libraries (torch, transformers) are imported inside the functions that need them, so
 ``import helpers`` stays fast.

@@ -44,7 +44,6 @@ LINEAR_BYTES = {
 }
 PRECISIONS = list(LINEAR_BYTES)
 # the dtype everything that is not a quantized linear layer is kept in
-COMPUTE_BYTES = {"fp32": 4.0}
 CUDA_CONTEXT_GB = 0.5  # CUDA context + cuBLAS workspace, typical of recent drivers (measured in Lab 02)
 
 
@@ -183,6 +182,12 @@ def estimate_weights_bytes(spec: ModelSpec, precision: str) -> float:
     return spec.linear_params * LINEAR_BYTES[precision] + other_params * compute_bytes(precision)
 
 
+def kv_cache_bytes(spec: "ModelSpec", tokens: float, bytes_per_value: float = 2.0) -> float:
+    """Bytes of KV cache for ``tokens`` tokens (summed over sequences): keys and values, every layer,
+    every KV head (grouped-query attention keeps fewer KV heads than query heads). The one definition."""
+    return 2 * spec.layers * spec.kv_heads * spec.head_dim * tokens * bytes_per_value
+
+
 def estimate_memory(model: str | ModelSpec, precision: str, context: int = 4096, batch: int = 1, device: str = "cuda") -> MemoryEstimate:
     """Predict memory for running ``model`` at ``precision`` with ``batch`` sequences of ``context`` tokens.
 
@@ -202,7 +207,7 @@ def estimate_memory(model: str | ModelSpec, precision: str, context: int = 4096,
             raise InputError(f"{name} must be a positive integer, got {value!r}", fix=f"pass {name} >= 1")
     weights = estimate_weights_bytes(spec, precision)
     kv_bytes = compute_bytes(precision)
-    kv = 2 * spec.layers * spec.kv_heads * spec.head_dim * context * batch * kv_bytes
+    kv = kv_cache_bytes(spec, context * batch, kv_bytes)
     activations = batch * context * (2 * spec.intermediate + spec.hidden) * compute_bytes(precision)
     overhead = (CUDA_CONTEXT_GB * 1e9 if device == "cuda" else 0.0) + activations
     return MemoryEstimate(spec.key, precision, context, batch, weights / 1e9, kv / 1e9, overhead / 1e9)

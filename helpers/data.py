@@ -1,7 +1,7 @@
 """Loading dated, sourced data files.
 
 Every data file under ``datasets/`` that carries external numbers has a ``source`` and a
-``date`` column (ISO date the number was recorded). ``load_table`` checks both, converts the
+``date`` column (ISO date the number was recorded). ``load_rows`` checks both, converts the
 numeric columns, and reports a malformed row by its line number and field, so nothing is
 silently dropped.
 """
@@ -91,13 +91,6 @@ def load_rows(
                 row[field] = value
             rows.append(row)
     return rows
-
-
-def load_table(path: str | Path, **kwargs):
-    """Like :func:`load_rows` but returns a pandas DataFrame (for display in notebooks)."""
-    import pandas as pd
-
-    return pd.DataFrame(load_rows(path, **kwargs))
 
 
 def write_results(path: str | Path, rows: list[dict], same_run: tuple[str, ...] = ("hardware", "model")) -> Path:

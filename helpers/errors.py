@@ -1,7 +1,7 @@
 """Errors a learner meets, each carrying the fix.
 
 Every error prints as two parts: what went wrong, and what to do about it. Notebooks catch
-``KitError`` and show it without a 60-line traceback (see ``helpers.course.explain``).
+``KitError`` and show it without a 60-line traceback (see ``helpers.errors.explain``).
 """
 from __future__ import annotations
 

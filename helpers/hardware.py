@@ -17,6 +17,12 @@ from .errors import InputError
 GPU_NUMERIC = ["vram_gb", "bandwidth_gbps", "fp16_tflops", "bf16_tflops", "int8_tops", "tdp_w", "compute_capability"]
 
 
+# The share of a device's memory a plan may fill: on a GPU the rest is the allocator's fragmentation and
+# other processes; on a CPU the operating system, the notebook server and the browser. The one definition.
+USABLE_VRAM = 0.90
+USABLE_RAM = 0.70
+
+
 @dataclass(frozen=True)
 class Hardware:
     """A machine as the planner sees it.

@@ -93,7 +93,8 @@ def ensure_embedded(progress: bool = True) -> Path:
         hf_logging.disable_progress_bar()
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # the tokenizer converted from this GGUF file once, in the safetensors cache (converting it again takes ~6 s)
+    tokenizer = AutoTokenizer.from_pretrained(ensure_embedded())
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
     # a GGUF-loaded model refuses save_pretrained while its GGUF quantizer is attached; the
     # weights are already dequantized, so drop the quantizer and its config entry
@@ -294,7 +295,7 @@ def load_gguf(ref: str | None = None, device: str = "cpu", quiet: bool = True):
     """Load a GGUF file through transformers (it dequantizes the weights to fp32 on load).
 
     Only the embedded model ships a GGUF file here; llama.cpp runs the same file without
-    dequantizing (``helpers.quantization.llama_cpp_decode``).
+    dequantizing (``helpers.quantize.llama_cpp_decode``).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -306,7 +307,8 @@ def load_gguf(ref: str | None = None, device: str = "cpu", quiet: bool = True):
                                         fix="use the embedded model (smollm2-135m) for GGUF, or a bitsandbytes precision (int8, nf4)")
     if quiet:
         hf_logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # the tokenizer converted from this GGUF file once, in the safetensors cache (converting it again takes ~6 s)
+    tokenizer = AutoTokenizer.from_pretrained(ensure_embedded())
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32", device_map=device)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -17,7 +17,7 @@ from functools import lru_cache
 from .catalog import PRECISIONS, estimate_memory, get_model
 from .data import load_rows
 from .errors import InputError, NotEnoughMemoryError
-from .hardware import Hardware, detect_hardware, half_dtype
+from .hardware import USABLE_RAM, USABLE_VRAM, Hardware, detect_hardware, half_dtype
 
 TIERS = ("cpu", "colab", "local-gpu")
 ENV_VAR = "OTS_PLAN"
@@ -25,9 +25,6 @@ ENV_VAR = "OTS_PLAN"
 QUICK_VAR = "OTS_QUICK"
 # a GPU with less memory than this is planned like Colab's T4 (small-GPU tier)
 SMALL_GPU_GB = 20.0
-# share of memory a plan may use (the rest is for the OS, the notebook, fragmentation)
-USABLE_VRAM = 0.90
-USABLE_RAM = 0.70
 # smaller precisions tried, in order, when the planned one does not fit
 FALLBACK_PRECISION = {"fp32": "bf16", "bf16": "int8", "fp16": "int8", "int8": "nf4"}
 

@@ -1,4 +1,4 @@
-"""Freeze the API prices Lab 01 uses from the genai-prices package into datasets/prices/api_prices.csv.
+"""Freeze the API prices Lab 01 uses from the genai-prices package into datasets/tco/api_prices.csv.
 
     pip install -e ".[prices]"
     python scripts/freeze_prices.py            # rewrite the snapshot (review the diff, then commit)
@@ -14,7 +14,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "datasets" / "prices" / "api_prices.csv"
+OUT = Path(__file__).resolve().parent.parent / "datasets" / "tco" / "api_prices.csv"
 
 # (provider, model id in genai-prices, kind, open model it serves or "")
 SELECTION = [

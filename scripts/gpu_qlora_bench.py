@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     plan = make_plan("03", override=f"model={args.model},precision=nf4{tier}")
     args.batch_size = args.batch_size or plan.batch
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or ensure_embedded())  # any chat tokenizer works with random weights
-    rows = ft.load_rows("train")
+    rows = ft.load_tickets("train")
     with tempfile.TemporaryDirectory() as tmp:
         build_random(args.model, Path(tmp), vocab_size=len(tokenizer), device=args.device)
         tokenizer.save_pretrained(tmp)

@@ -5,7 +5,6 @@ import json
 import pytest
 
 from helpers import finetune as ft
-from helpers import lora_claims
 from helpers.catalog import get_model
 from helpers.errors import DataError
 from helpers.paths import DATASETS
@@ -28,14 +27,14 @@ def test_generator_is_deterministic_and_matches_the_committed_files(generator):
 
 
 def test_sizes_and_splits_do_not_share_templates():
-    train, validation, test = (ft.load_rows(s) for s in ("train", "validation", "test"))
+    train, validation, test = (ft.load_tickets(s) for s in ("train", "validation", "test"))
     assert len(train) >= 2000 and len(test) >= 300
     seen = {t for row in train + validation for t in row["templates"]}
     assert not seen & {t for row in test for t in row["templates"]}
 
 
 def test_personal_data_spans_and_numbers_are_real(generator):
-    rows = ft.load_rows("train")
+    rows = ft.load_tickets("train")
     with_pii = [r for r in rows if r["pii_spans"]]
     assert 0.25 < len(with_pii) / len(rows) < 0.45
     for row in with_pii:
@@ -58,7 +57,7 @@ def test_bad_rows_are_all_reported_with_line_numbers(tmp_path):
                      b'{"message": "  ", "target": {}}\n'
                      b'\xff\xfe\n')
     with pytest.raises(DataError) as info:
-        ft.load_rows(path)
+        ft.load_tickets(path)
     text = info.value.problem
     assert "4 bad row(s)" in text and "training will not start" in text
     for expected in ("line 1: target has no 'priority'", "line 2: field 'target' is not valid JSON",
@@ -68,7 +67,7 @@ def test_bad_rows_are_all_reported_with_line_numbers(tmp_path):
 
 def test_formatting_masks_the_prompt(embedded):
     _, tokenizer = embedded
-    row = ft.load_rows("train")[0]
+    row = ft.load_tickets("train")[0]
     example = ft.format_example(tokenizer, row)
     answer = [t for t, label in zip(example["input_ids"], example["labels"]) if label != -100]
     assert tokenizer.decode(answer).startswith(ft.target_json(row["target"]))
@@ -84,7 +83,7 @@ def test_lora_count_matches_peft_and_a_short_run_lowers_the_loss():
     model = ft.add_lora(model, config)
     trainable, _, _ = ft.trainable_parameters(model)
     assert trainable == ft.lora_parameter_count(get_model("smollm2-135m"), 4, ["q_proj", "v_proj"])
-    rows = ft.load_rows("train")[:16]
+    rows = ft.load_tickets("train")[:16]
     result = ft.train(model, tokenizer, rows, steps=6, batch_size=4, learning_rate=3e-3, progress=False)
     assert result.losses[-1] < result.losses[0] and result.tokens_per_s > 0
 
@@ -132,8 +131,8 @@ def test_wilson_interval():
 def test_full_finetune_memory_and_claims():
     table = ft.full_finetune_memory(get_model("qwen2.5-7b"))
     assert table.loc["total", "full fine-tuning"] > 5 * table.loc["total", "QLoRA r=16 (NF4 base)"]
-    assert lora_claims.check_c9(get_model("smollm2-135m"), 4_884_480)["verdict"].startswith("does not hold")
-    assert lora_claims.check_c10()["verdict"].startswith("holds only if the A100 has 80 GB")
+    assert ft.claims.check_c9(get_model("smollm2-135m"), 4_884_480)["verdict"].startswith("does not hold")
+    assert ft.claims.check_c10()["verdict"].startswith("holds only if the A100 has 80 GB")
 
 
 def test_run_settings_shrink_in_quick_mode(monkeypatch):
@@ -151,7 +150,7 @@ def test_datasheet_distribution_table_matches_the_files():
 
     text = (DATASETS / "support_desk" / "README.md").read_text()
     for split in ("train", "validation", "test"):
-        rows = ft.load_rows(split)
+        rows = ft.load_tickets(split)
         counts = collections.Counter(r["target"]["category"] for r in rows)
         expected = [str(len(rows))] + [str(counts[c]) for c in ft.ALLOWED["category"]]
         line = re.search(rf"^\| {split} \| (.+) \|$", text, re.M).group(1).split(" | ")
@@ -163,7 +162,7 @@ def test_packed_rows_give_the_same_loss_as_a_padded_batch(embedded):
     import torch
 
     model, tokenizer = embedded
-    examples = [ft.format_example(tokenizer, row) for row in ft.load_rows("train")[:6]]
+    examples = [ft.format_example(tokenizer, row) for row in ft.load_tickets("train")[:6]]
     assert len({len(e["input_ids"]) for e in examples}) > 1  # rows of different lengths: the padded batch has padding
     model.config.use_cache = False
     try:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from helpers import gpu_check
+from helpers.course import gpu_check
 from helpers.hardware import describe_gpu
 
 

@@ -12,6 +12,7 @@ from helpers import course
 LAB = "01_tco_economics"  # the fastest lab: grading logic, not the model, is under test here
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 20  # short on purpose: under the CPU load below, a correct notebook may need its re-run
+LOOP_TIMEOUT_S = 5  # a looping submission is cut off at this, then again at twice this when re-run alone
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +21,6 @@ def graded(tmp_path_factory):
     nbformat.write(course.answered_lab(LAB), subs / "alice_full.ipynb")
     nbformat.write(course.answered_lab(LAB, set()), subs / "bob_blank.ipynb")
     nbformat.write(course.answered_lab(LAB, {0}), subs / "carol_partial.ipynb")
-    looping = course.answered_lab(LAB)
-    looping.cells.insert(5, nbformat.v4.new_code_cell("while True:\n    pass"))
-    nbformat.write(looping, subs / "aaron_loops.ipynb")  # sorts first: it loops while the others are graded
     deleting = course.answered_lab(LAB)
     deleting.cells.insert(5, nbformat.v4.new_code_cell(
         "import os, shutil\nfor f in os.listdir('.'):\n    shutil.rmtree(f) if os.path.isdir(f) else os.remove(f)"))
@@ -61,11 +59,17 @@ def test_partly_right_scores_in_between(graded):
     assert 0 < float(carol["total"]) < float(carol["possible"])
 
 
-def test_looping_submission_is_retried_alone_then_recorded(graded):
-    rows, _ = graded
-    aaron = rows["aaron_loops"]
+def test_looping_submission_is_retried_alone_then_recorded(tmp_path):
+    # graded on its own with a short timeout: only the timeout logic is under test here
+    subs = tmp_path / "submissions"
+    subs.mkdir()
+    looping = course.answered_lab(LAB)
+    looping.cells.insert(5, nbformat.v4.new_code_cell("while True:\n    pass"))
+    nbformat.write(looping, subs / "aaron_loops.ipynb")
+    out = course.grade_folder(subs, LAB, tmp_path / "grades.csv", timeout_s=LOOP_TIMEOUT_S, workers=2)
+    aaron = next(csv.DictReader(open(out)))
     assert aaron["error"].startswith("timed out twice") and float(aaron["total"]) == 0.0
-    assert aaron["rerun"].startswith(f"timed out after {TIMEOUT_S} s")
+    assert aaron["rerun"].startswith(f"timed out after {LOOP_TIMEOUT_S:g} s")
 
 
 def test_deleting_submission_only_deletes_its_own_copy(graded):

@@ -1,4 +1,4 @@
-"""pytest plugin (loaded with ``-p helpers.pytest_plugin`` from pyproject.toml).
+"""pytest plugin (loaded with ``-p helpers.course.pytest_plugin`` from pyproject.toml).
 
 The student copies in ``labs/`` run in quick mode (``OTS_QUICK=1``: same code, fewer steps and
 rows) while the solutions run in full, because only the solutions' stored outputs are checked.

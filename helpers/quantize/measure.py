@@ -13,12 +13,14 @@ import os
 import time
 from dataclasses import dataclass
 
-from .catalog import catalog, estimate_memory, get_model
-from .errors import InputError, KitError
-from .hardware import gpu_specs, roofline_tokens_per_s
-from .paths import dataset
+from ..catalog import catalog, estimate_memory, get_model
+from ..errors import InputError, KitError
+from ..hardware import USABLE_VRAM, gpu_specs, roofline_tokens_per_s
+from ..paths import dataset
 
-CPU_PRECISIONS = ["fp32", "bf16", "int8", "nf4", "fp4"]
+# FP4 (bitsandbytes' other 4-bit type) is left out: on a CPU each 4-bit precision costs about a minute of
+# the lab, and NF4 is the one QLoRA uses; pass precisions=[..., "fp4"] to profile_precisions to add it
+CPU_PRECISIONS = ["fp32", "bf16", "int8", "nf4"]
 GPU_PRECISIONS = ["bf16", "int8", "nf4"]
 FITS_GPUS = ["T4", "L4", "A10G", "A100-40GB", "A100-80GB", "H100", "RTX-4090"]
 
@@ -28,24 +30,25 @@ def precisions_for(plan) -> list[str]:
     if plan.device == "cpu":
         candidates = CPU_PRECISIONS
     else:
-        from .hardware import detect_hardware
+        from ..hardware import detect_hardware
 
         half = "bf16" if detect_hardware().bf16 else "fp16"  # a T4 has no bf16
         candidates = [half if p == "bf16" else p for p in GPU_PRECISIONS]
     fitting = [p for p in candidates
                if estimate_memory(plan.model, p, plan.context, plan.batch, device=plan.device).total_gb <= plan.memory_available_gb]
-    # quick mode (CI's run of the student copy): the first precision and NF4, so bitsandbytes is still exercised
-    return [fitting[0], "nf4"] if plan.quick and "nf4" in fitting[1:] else fitting
+    # quick mode (CI's run of the student copy): the first precision and int8, so bitsandbytes is still
+    # exercised at a third of NF4's CPU time (the solution run measures every precision)
+    return [fitting[0], "int8"] if plan.quick and "int8" in fitting[1:] else fitting
 
 
 def heldout_text() -> str:
-    return dataset("quantization/heldout_support_article.txt").read_text(encoding="utf-8")
+    return dataset("quantize/heldout_support_article.txt").read_text(encoding="utf-8")
 
 
 def prompts() -> list[str]:
     import json
 
-    lines = dataset("quantization/prompts.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = dataset("quantize/prompts.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line)["prompt"] for line in lines if line.strip()]
 
 
@@ -100,7 +103,7 @@ def perplexity(model, tokenizer, text: str, window: int = 512, stride: int = 256
 
 def greedy_replies(model, tokenizer, questions: list[str], max_new_tokens: int = 24) -> list[str]:
     """Greedy replies to several questions, one at a time (batching can change low-precision replies)."""
-    from .models import chat
+    from ..models import chat
 
     return [chat(model, tokenizer, q, max_new_tokens=max_new_tokens) for q in questions]
 
@@ -124,7 +127,7 @@ def decode_speed(model, tokenizer, prompt: str = "Write a short note to a custom
     """Time to first token (prefill + one token) and decode speed after it, greedy, batch 1."""
     import torch
 
-    from .models import chat_inputs
+    from ..models import chat_inputs
 
     inputs = chat_inputs(tokenizer, prompt).to(model.device)
     settings = dict(do_sample=False, pad_token_id=tokenizer.pad_token_id)
@@ -161,7 +164,7 @@ def profile_precisions(plan, precisions: list[str] | None = None, questions: lis
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .models import load_model, weights_bytes
+    from ..models import load_model, weights_bytes
 
     precisions = precisions or precisions_for(plan)
     # answer agreement: 2 prompts in quick mode, 3 on a CPU (int8/4-bit decoding is slow there), all on a GPU
@@ -217,12 +220,12 @@ def quality_checks(table) -> dict[str, bool]:
 
 
 # ---------------------------------------------------------------- what fits where
-def gpus_to_fit(model: str, precision: str, gpu: str, context: int = 4096, batch: int = 1, usable: float = 0.9) -> int:
+def gpus_to_fit(model: str, precision: str, gpu: str, context: int = 4096, batch: int = 1, usable: float = USABLE_VRAM) -> int:
     """Fewest GPUs of one kind whose memory holds the model (weights and KV cache split evenly,
     a CUDA context on each)."""
     spec = gpu_specs()[gpu]
     estimate = estimate_memory(model, precision, context, batch, device="cpu")  # without the context: added per GPU below
-    from .catalog import CUDA_CONTEXT_GB
+    from ..catalog import CUDA_CONTEXT_GB
 
     per_gpu = spec["vram_gb"] * usable - CUDA_CONTEXT_GB
     return max(1, math.ceil(estimate.total_gb / per_gpu))
@@ -256,7 +259,7 @@ def largest_model_that_fits(gpu: str, precision: str, context: int = 4096) -> st
 
 def memory_saving(model: str, precision: str, baseline: str = "bf16") -> float:
     """Share of weight memory saved by ``precision`` relative to ``baseline``."""
-    from .catalog import estimate_weights_bytes
+    from ..catalog import estimate_weights_bytes
 
     spec = get_model(model)
     return 1 - estimate_weights_bytes(spec, precision) / estimate_weights_bytes(spec, baseline)
@@ -275,7 +278,7 @@ def llama_cpp_decode(prompt: str = "Write a short note to a customer about a del
                        fix='pip install -e ".[llamacpp]" then restart the kernel')
     from llama_cpp import Llama
 
-    from .models import embedded_gguf_path
+    from ..models import embedded_gguf_path
 
     before = rss_gb()
     start = time.perf_counter()
@@ -300,8 +303,8 @@ def gguf_engines(model_key: str):
     llama-cpp-python is installed, by llama.cpp as is. An engine that cannot run is explained and left out."""
     import pandas as pd
 
-    from .errors import try_and_explain
-    from .models import load_model, weights_bytes
+    from ..errors import try_and_explain
+    from ..models import load_model, weights_bytes
 
     rows = []
     start = time.perf_counter()
@@ -330,7 +333,7 @@ def gpu_results():
     """The committed GPU measurements (scripts/gpu_quant_bench.py), or None if none were recorded yet."""
     import pandas as pd
 
-    from .paths import DATASETS
+    from ..paths import DATASETS
 
     path = DATASETS / "results" / "gpu_quantization.csv"
     return pd.read_csv(path) if path.exists() else None
@@ -386,3 +389,23 @@ def plot_speed_and_quality(table, axes=None):
     axes[1].bar(names, table["perplexity"], color="tab:orange")
     axes[1].set(ylabel="perplexity on the held-out article (lower is better)", title="What quantization costs")
     return axes
+
+
+def key_results(table, bandwidth_gbps: float) -> tuple[dict[str, float | str], dict[str, str]]:
+    """What Lab 02 saves for the later labs (``helpers.results``): per precision the measured decode speed,
+    weights and perplexity cost, the bandwidth used for the roofline, and the smallest precision whose
+    perplexity stayed within the lesson's tolerance (the one Lab 04 serves first)."""
+    speed = add_roofline(table, bandwidth_gbps)
+    ratio = table["perplexity"] / table["perplexity"].iloc[0]
+    tolerance = {"int8": INT8_TOLERANCE}
+    within = [p for p in table.index if abs(ratio[p] - 1) <= tolerance.get(p, HALF_PRECISION_TOLERANCE)]
+    best = min(within, key=lambda p: table.loc[p, "weights GB measured"]) if within else table.index[0]
+    values: dict[str, float | str] = {"bandwidth GB/s": bandwidth_gbps, "reference precision": table.index[0], "best precision": best}
+    units = {"bandwidth GB/s": "GB/s"}
+    for precision in table.index:
+        values[f"decode tokens/s {precision}"] = float(table.loc[precision, "decode tokens/s"])
+        values[f"weights GB {precision}"] = float(table.loc[precision, "weights GB measured"])
+        values[f"perplexity ratio {precision}"] = float(ratio[precision])
+        values[f"% of roofline {precision}"] = float(speed.loc[precision, "% of roofline"])
+        units.update({f"decode tokens/s {precision}": "tokens/s", f"weights GB {precision}": "GB", f"% of roofline {precision}": "%"})
+    return values, units

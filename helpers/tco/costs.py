@@ -1,7 +1,7 @@
 """Lab 01: what a proprietary API costs at scale versus self-hosting an open model.
 
 Money in US dollars, time in months of 730 hours (8,760 h / 12), tokens as counted by the
-provider's tokenizer. Every price comes from a dated, sourced file in ``datasets/prices/``;
+provider's tokenizer. Every price comes from a dated, sourced file in ``datasets/tco/``;
 every assumption from ``datasets/scenario.csv`` — change them and re-run.
 
 The model, in one paragraph: the API bills input, cached-input and output tokens at per-million
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Callable
 
-from .catalog import estimate_weights_bytes, get_model
-from .data import load_rows
-from .errors import InputError
-from .hardware import gpu_specs
+from ..catalog import CUDA_CONTEXT_GB, estimate_weights_bytes, get_model, kv_cache_bytes
+from ..data import load_rows
+from ..errors import InputError
+from ..hardware import USABLE_VRAM, gpu_specs
 
 HOURS_PER_MONTH = 8760 / 12
 SNAPSHOT_MAX_AGE_DAYS = 180
@@ -138,7 +138,7 @@ class ApiPrice:
 @lru_cache(maxsize=1)
 def api_prices() -> dict[str, ApiPrice]:
     """The frozen API price snapshot, keyed by model id."""
-    rows = load_rows("prices/api_prices.csv", numeric=["input_usd_per_mtok", "output_usd_per_mtok"],
+    rows = load_rows("tco/api_prices.csv", numeric=["input_usd_per_mtok", "output_usd_per_mtok"],
                      optional_numeric=["cached_input_usd_per_mtok", "batch_price_factor"], required=["provider", "model", "kind"])
     return {
         row["model"]: ApiPrice(row["provider"], row["model"], row["kind"], row["input_usd_per_mtok"], row["output_usd_per_mtok"],
@@ -151,7 +151,7 @@ def get_api_price(model: str) -> ApiPrice:
     prices = api_prices()
     if model not in prices:
         close = difflib.get_close_matches(model, list(prices), n=3, cutoff=0.4)
-        raise InputError(f"no price for API model {model!r} in datasets/prices/api_prices.csv",
+        raise InputError(f"no price for API model {model!r} in datasets/tco/api_prices.csv",
                          fix=(f"did you mean {', '.join(close)}? " if close else "") + "add it to scripts/freeze_prices.py and re-run it")
     return prices[model]
 
@@ -170,12 +170,12 @@ def snapshot_age(today: dt.date | None = None) -> tuple[dt.date, int, str]:
 
 @lru_cache(maxsize=1)
 def gpu_rental_prices() -> list[dict]:
-    return load_rows("prices/gpu_rental.csv", numeric=["usd_per_gpu_hour"], required=["gpu", "provider", "offer"])
+    return load_rows("tco/gpu_rental.csv", numeric=["usd_per_gpu_hour"], required=["gpu", "provider", "offer"])
 
 
 @lru_cache(maxsize=1)
 def gpu_purchase_prices() -> dict[str, dict]:
-    return {row["gpu"]: row for row in load_rows("prices/gpu_purchase.csv", numeric=["usd_per_gpu"], required=["gpu"])}
+    return {row["gpu"]: row for row in load_rows("tco/gpu_purchase.csv", numeric=["usd_per_gpu"], required=["gpu"])}
 
 
 def rental_price(gpu: str, offer: str = "on-demand", pick: str = "median") -> float:
@@ -277,9 +277,9 @@ def serving_capacity(gpu: str, model: str, precision: str, workload: Workload, b
     _check("bandwidth_efficiency", bandwidth_efficiency, 0, 1)
     _check("compute_efficiency", compute_efficiency, 0, 1)
     weights = estimate_weights_bytes(spec, precision)
-    kv_per_token = 2 * spec.layers * spec.kv_heads * spec.head_dim * 2
+    kv_per_token = kv_cache_bytes(spec, 1)  # 16-bit cache
     context = workload.input_tokens + workload.output_tokens  # the KV cache a whole conversation can hold
-    free = hw["vram_gb"] * 1e9 * 0.9 - weights - 1e9
+    free = hw["vram_gb"] * 1e9 * USABLE_VRAM - weights - CUDA_CONTEXT_GB * 1e9
     if free <= kv_per_token * context:
         raise InputError(f"{model} at {precision} does not fit on a {gpu} with room for one {context:.0f}-token conversation",
                          fix="pick a GPU with more memory or a smaller precision (int8, nf4)")
@@ -443,7 +443,7 @@ def default_inputs() -> dict[str, float | str]:
     }
 
 
-def build(inputs: dict) -> tuple[Workload, ApiPrice, SelfHost, float]:
+def from_inputs(inputs: dict) -> tuple[Workload, ApiPrice, SelfHost, float]:
     """Turn the flat inputs into (workload, API price, hosting, horizon)."""
     i = inputs
     tokens_in, tokens_out = conversation_tokens(i["system_prompt_tokens"], i["turns_per_conversation"], i["user_tokens_per_turn"],
@@ -461,9 +461,9 @@ def build(inputs: dict) -> tuple[Workload, ApiPrice, SelfHost, float]:
     return workload, price, host, i["horizon_months"]
 
 
-def evaluate(inputs: dict) -> dict[str, float]:
+def outcome(inputs: dict) -> dict[str, float]:
     """The comparison for a flat input dict (see :func:`default_inputs`)."""
-    workload, price, host, horizon = build(inputs)
+    workload, price, host, horizon = from_inputs(inputs)
     return compare(workload, price, host, horizon, inputs["api_engineer_fte"], inputs["monitoring_usd_per_month"])
 
 
@@ -474,13 +474,13 @@ def tornado(inputs: dict, ranges: dict[str, tuple[float, float]], metric: str = 
     """
     import pandas as pd
 
-    base = evaluate(inputs)[metric]
+    base = outcome(inputs)[metric]
     rows = []
     for name, (low, high) in ranges.items():
         if name not in inputs:
             raise InputError(f"tornado: unknown input {name!r}", fix=f"use inputs from default_inputs(): {', '.join(inputs)}")
-        at_low = evaluate({**inputs, name: low})[metric]
-        at_high = evaluate({**inputs, name: high})[metric]
+        at_low = outcome({**inputs, name: low})[metric]
+        at_high = outcome({**inputs, name: high})[metric]
         rows.append({"input": name, "low": low, "high": high, f"{metric} at low": at_low, f"{metric} at high": at_high,
                      "swing": abs(at_high - at_low)})
     frame = pd.DataFrame(rows).sort_values("swing", ascending=False).set_index("input")
@@ -501,7 +501,7 @@ def monte_carlo(inputs: dict, distributions: dict[str, Callable], samples: int =
     rows = []
     for _ in range(int(_check("samples", samples))):
         drawn = {name: draw(rng) for name, draw in distributions.items()}
-        result = evaluate({**inputs, **drawn})
+        result = outcome({**inputs, **drawn})
         rows.append({**drawn, **result})
     return pd.DataFrame(rows)
 
@@ -541,7 +541,7 @@ def cost_curves(inputs: dict, volumes=None) -> "object":
     import pandas as pd
 
     volumes = volumes if volumes is not None else np.geomspace(1e5, 1e8, 120)
-    workload, price, host, horizon = build(inputs)
+    workload, price, host, horizon = from_inputs(inputs)
     rows = []
     for volume in volumes:
         w = workload.with_volume(float(volume))
@@ -557,7 +557,7 @@ def plot_cost_vs_volume(inputs: dict, ax=None):
     import matplotlib.pyplot as plt
 
     curves = cost_curves(inputs)
-    workload, price, host, horizon = build(inputs)
+    workload, price, host, horizon = from_inputs(inputs)
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4))
     ax.plot(curves["conversations_per_month"], curves["API"], label=f"API ({price.model})")
@@ -648,7 +648,7 @@ def calculator(inputs: dict | None = None):
             try:
                 plot_cost_vs_volume(values)
                 plt.show()
-                result = evaluate(values)
+                result = outcome(values)
                 print(f"API {result['api_monthly']:,.0f} USD/month vs self-hosted {result['self_monthly']:,.0f} USD/month "
                       f"on {result['gpus']:.0f} GPU(s); saving over the horizon {result['saving_share']:.0%}")
             except InputError as error:
@@ -657,3 +657,22 @@ def calculator(inputs: dict | None = None):
     widgets.interactive_output(redraw, controls)
     display(widgets.VBox([widgets.HBox(list(controls.values())[:4]), widgets.HBox(list(controls.values())[4:]), out]))
     redraw(**{k: c.value for k, c in controls.items()})
+
+
+def key_results(inputs: dict) -> tuple[dict[str, float | str], dict[str, str]]:
+    """What Lab 01 saves for the later labs (``helpers.results``): the prices it used and the verdict
+    numbers, so Lab 04 prices measured throughput with the same GPU-hour and Lab 05 bills the same API."""
+    workload, price, host, horizon = from_inputs(inputs)
+    outcome_ = compare(workload, price, host, horizon, inputs["api_engineer_fte"], inputs["monitoring_usd_per_month"])
+    even = break_even_volume(workload, price, host, horizon, inputs["api_engineer_fte"])
+    values = {
+        "api model": price.model, "api input usd per 1M": price.input, "api output usd per 1M": price.output,
+        "price snapshot": snapshot_age()[0].isoformat(), "self-host gpu": host.gpu, "self-host model": host.model,
+        "usd per gpu hour": host.usd_per_gpu_hour or 0.0, "conversations per month": workload.conversations_per_month,
+        "api usd per month": outcome_["api_monthly"], "self-host usd per month": outcome_["self_monthly"],
+        "gpus needed": outcome_["gpus"], "break-even conversations per month": even or 0.0,
+        "horizon months": horizon,
+    }
+    units = {"api input usd per 1M": "USD", "api output usd per 1M": "USD", "usd per gpu hour": "USD",
+             "api usd per month": "USD", "self-host usd per month": "USD", "break-even conversations per month": "conversations (0 = never)"}
+    return values, units

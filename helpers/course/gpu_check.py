@@ -13,7 +13,7 @@ On any CUDA machine, with or without a model hub, it:
 
 ``--dry`` prints the same steps for a described GPU (``--gpu H100``) without running anything; CI
 tests it on CPU. Cells are run one by one in one namespace, so one failing cell is reported and the
-rest still run (``python -m helpers.gpu_check run-notebook NB`` is that runner).
+rest still run (``python -m helpers.course.gpu_check run-notebook NB`` is that runner).
 
     bash kit gpu-check                      # everything (about 10 min on an H100 with --quick)
     bash kit gpu-check --quick --skip-bench # notebooks only, CI-sized steps
@@ -34,8 +34,8 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import InputError, NoGPUError
-from .paths import REPO_ROOT
+from ..errors import InputError, NoGPUError
+from ..paths import REPO_ROOT
 
 RESULTS = REPO_ROOT / "datasets" / "results" / "gpu-check"
 TIERS = ("local-gpu", "colab")
@@ -59,7 +59,7 @@ class Step:
 
 def notebook_env(lab: str, tier: str, hw, model_available) -> dict[str, str]:
     """Environment that makes ``lab`` plan as ``tier`` on ``hw`` (model stand-in and GPU simulation as needed)."""
-    from .plan import plan
+    from ..plan import plan
 
     env = {"OTS_PLAN": f"tier={tier}", "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     reference = SIMULATED.get(tier)
@@ -72,15 +72,15 @@ def notebook_env(lab: str, tier: str, hw, model_available) -> dict[str, str]:
 
 
 def _spec_vram(name: str) -> float:
-    from .hardware import find_spec
+    from ..hardware import find_spec
 
     return find_spec(name)["vram_gb"]
 
 
 def model_on_disk(key: str) -> bool:
     """True if the catalog model loads without a download (embedded, or in the Hugging Face cache)."""
-    from .models import EMBEDDED_KEY, STAND_IN_VAR, _in_hf_cache, embedded_gguf_path
-    from .catalog import get_model
+    from ..models import EMBEDDED_KEY, STAND_IN_VAR, _in_hf_cache, embedded_gguf_path
+    from ..catalog import get_model
 
     if key == EMBEDDED_KEY:
         return embedded_gguf_path() is not None or bool(os.environ.get(STAND_IN_VAR))
@@ -97,7 +97,7 @@ def plan_steps(hw, labs: list[str], tiers: list[str], quick: bool, bench: bool, 
             if quick:
                 env["OTS_QUICK"] = "1"
             notebook = REPO_ROOT / "solutions" / f"{lab}.ipynb"
-            steps.append(Step("notebook", lab, tier, [sys.executable, "-m", "helpers.gpu_check", "run-notebook", str(notebook)],
+            steps.append(Step("notebook", lab, tier, [sys.executable, "-m", "helpers.course.gpu_check", "run-notebook", str(notebook)],
                               env, timeout_s))
     if bench:
         scripts = REPO_ROOT / "scripts"
@@ -184,9 +184,9 @@ def _kit_pythonpath() -> str:
 
 def build_stand_in(tokenizer_dir: Path | None) -> Path | None:
     """Random-weight SmolLM2-135M with the real tokenizer, when the embedded package is not installed."""
-    from .models import EMBEDDED_KEY, STAND_IN_VAR, embedded_gguf_path
-    from .paths import cache_dir
-    from .random_models import build_random
+    from ..models import EMBEDDED_KEY, STAND_IN_VAR, embedded_gguf_path
+    from ..paths import cache_dir
+    from ..random_models import build_random
 
     if embedded_gguf_path() is not None:
         return None
@@ -200,7 +200,7 @@ def build_stand_in(tokenizer_dir: Path | None) -> Path | None:
         for item in Path(tokenizer_dir).iterdir():
             if item.name.startswith(("tokenizer", "special_tokens", "chat_template", "generation_config")):
                 (folder / item.name).write_bytes(item.read_bytes())
-        (folder / "SOURCE.txt").write_text("random weights from the SmolLM2-135M config, built by helpers.gpu_check\n")
+        (folder / "SOURCE.txt").write_text("random weights from the SmolLM2-135M config, built by helpers.course.gpu_check\n")
     os.environ[STAND_IN_VAR] = str(folder)
     return folder
 
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=900, help="seconds per notebook or benchmark")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
-    from .hardware import describe_gpu, detect_hardware, versions
+    from ..hardware import describe_gpu, detect_hardware, versions
 
     labs = args.labs or lab_names()
     unknown = [lab for lab in labs if lab not in lab_names()]
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from .errors import KitError, explain
+    from ..errors import KitError, explain
 
     try:
         sys.exit(main())

@@ -1,4 +1,4 @@
-# Setup: this same cell opens every notebook (generated from helpers/templates/setup_cell.py).
+# Setup: this same cell opens every notebook (generated from helpers/course/templates/setup_cell.py).
 # On Colab it installs the kit once (about 2 min); on your own machine it installs nothing.
 import os, subprocess, sys
 LAB = "{lab}"

@@ -5,99 +5,99 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import economics as eco
+from helpers import tco
 from helpers.errors import DataError, InputError
 
-PRICE = eco.ApiPrice("test", "test-model", "proprietary", input=2.0, output=8.0, cached_input=0.5, batch_factor=0.5,
+PRICE = tco.ApiPrice("test", "test-model", "proprietary", input=2.0, output=8.0, cached_input=0.5, batch_factor=0.5,
                      open_model="", date=None, source="test")
 
 
 def test_conversation_tokens_resend_the_history():
     # turn 1: 100 + 10 = 110; turn 2: 100 + 20 + 50 = 170; turn 3: 100 + 30 + 100 = 230
-    assert eco.conversation_tokens(100, 3, 10, 50) == (510.0, 150.0)
+    assert tco.conversation_tokens(100, 3, 10, 50) == (510.0, 150.0)
 
 
 def test_api_cost_hand_worked():
-    workload = eco.Workload(1_000_000, 1000, 200)
-    costs = eco.api_cost(workload, PRICE)
+    workload = tco.Workload(1_000_000, 1000, 200)
+    costs = tco.api_cost(workload, PRICE)
     # (1000 x 2 + 200 x 8) / 1e6 = 0.0036 USD per conversation
     assert costs.monthly["API fees"] == pytest.approx(3600.0)
     assert costs.total(12) == pytest.approx(43200.0)
 
 
 def test_cached_input_and_batch_discounts():
-    cached = eco.api_cost(eco.Workload(1_000_000, 1000, 0, cached_input_share=0.5), PRICE).monthly["API fees"]
+    cached = tco.api_cost(tco.Workload(1_000_000, 1000, 0, cached_input_share=0.5), PRICE).monthly["API fees"]
     assert cached == pytest.approx((500 * 2 + 500 * 0.5))
-    batched = eco.api_cost(eco.Workload(1_000_000, 1000, 200, batch_share=1.0), PRICE).monthly["API fees"]
+    batched = tco.api_cost(tco.Workload(1_000_000, 1000, 200, batch_share=1.0), PRICE).monthly["API fees"]
     assert batched == pytest.approx(1800.0)
 
 
 def test_self_host_rented_hand_worked():
-    workload = eco.Workload(730_000, 1000, 200, peak_to_average=2.0)  # 1000/h average, 2000/h peak
-    host = eco.SelfHost("H100", "qwen2.5-7b", usd_per_gpu_hour=2.0, conversations_per_gpu_hour=1000, utilisation_target=0.5,
+    workload = tco.Workload(730_000, 1000, 200, peak_to_average=2.0)  # 1000/h average, 2000/h peak
+    host = tco.SelfHost("H100", "qwen2.5-7b", usd_per_gpu_hour=2.0, conversations_per_gpu_hour=1000, utilisation_target=0.5,
                         engineer_fte=1, engineer_cost_per_year=120_000, storage_egress_usd_per_month=0, monitoring_usd_per_month=0,
                         setup_usd=10_000, data_prep_usd=0)
-    assert eco.gpus_needed(workload, host) == 4  # 2000 / (1000 x 0.5)
-    costs = eco.self_host_cost(workload, host)
+    assert tco.gpus_needed(workload, host) == 4  # 2000 / (1000 x 0.5)
+    costs = tco.self_host_cost(workload, host)
     assert costs.monthly["GPUs (rented)"] == pytest.approx(4 * 2.0 * 730)
     assert costs.monthly["engineering"] == pytest.approx(10_000)
     assert costs.total(12) == pytest.approx((5840 + 10_000) * 12 + 10_000)
 
 
 def test_self_host_bought_adds_power():
-    workload = eco.Workload(730_000, 1000, 200, peak_to_average=1.0)
-    host = eco.SelfHost("H100", "qwen2.5-7b", purchase_usd_per_gpu=36_000, amortisation_months=36, conversations_per_gpu_hour=2000,
+    workload = tco.Workload(730_000, 1000, 200, peak_to_average=1.0)
+    host = tco.SelfHost("H100", "qwen2.5-7b", purchase_usd_per_gpu=36_000, amortisation_months=36, conversations_per_gpu_hour=2000,
                         utilisation_target=1.0, pue=1.5, electricity_usd_per_kwh=0.1, engineer_fte=0)
-    costs = eco.self_host_cost(workload, host)
+    costs = tco.self_host_cost(workload, host)
     assert costs.monthly["GPUs (amortised)"] == pytest.approx(1000)
     assert costs.monthly["power"] == pytest.approx(0.7 * 1.5 * 730 * 0.1)
 
 
 def test_payback():
-    assert eco.payback_months(12_000, 1_000) == 12
-    assert math.isinf(eco.payback_months(12_000, -5))
+    assert tco.payback_months(12_000, 1_000) == 12
+    assert math.isinf(tco.payback_months(12_000, -5))
 
 
 def test_break_even_is_where_the_curves_cross():
-    inputs = eco.default_inputs()
-    workload, price, host, horizon = eco.build(inputs)
-    volume = eco.break_even_volume(workload, price, host, horizon, inputs["api_engineer_fte"])
-    at = eco.compare(workload.with_volume(volume * 1.001), price, host, horizon, inputs["api_engineer_fte"])
-    below = eco.compare(workload.with_volume(volume * 0.999), price, host, horizon, inputs["api_engineer_fte"])
+    inputs = tco.default_inputs()
+    workload, price, host, horizon = tco.from_inputs(inputs)
+    volume = tco.break_even_volume(workload, price, host, horizon, inputs["api_engineer_fte"])
+    at = tco.compare(workload.with_volume(volume * 1.001), price, host, horizon, inputs["api_engineer_fte"])
+    below = tco.compare(workload.with_volume(volume * 0.999), price, host, horizon, inputs["api_engineer_fte"])
     assert at["self_total"] <= at["api_total"] and below["self_total"] > below["api_total"]
 
 
 def test_break_even_none_when_self_hosting_never_wins():
-    inputs = eco.default_inputs()
-    workload, _, _, horizon = eco.build(inputs)
-    pricey = eco.SelfHost("L4", "qwen2.5-7b", usd_per_gpu_hour=eco.rental_price("L4"))
-    assert eco.break_even_volume(workload, "gpt-4o-mini", pricey, horizon) is None
+    inputs = tco.default_inputs()
+    workload, _, _, horizon = tco.from_inputs(inputs)
+    pricey = tco.SelfHost("L4", "qwen2.5-7b", usd_per_gpu_hour=tco.rental_price("L4"))
+    assert tco.break_even_volume(workload, "gpt-4o-mini", pricey, horizon) is None
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.floats(1e3, 1e8), st.floats(1.01, 10))
 def test_more_volume_never_lowers_api_cost(volume, factor):
-    workload = eco.Workload(volume, 1500, 360)
-    assert eco.api_cost(workload.with_volume(volume * factor), PRICE).monthly_total >= eco.api_cost(workload, PRICE).monthly_total
+    workload = tco.Workload(volume, 1500, 360)
+    assert tco.api_cost(workload.with_volume(volume * factor), PRICE).monthly_total >= tco.api_cost(workload, PRICE).monthly_total
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.floats(0.05, 0.9), st.floats(0.01, 0.09))
 def test_higher_utilisation_never_raises_self_hosted_cost_per_token(utilisation, step):
-    workload = eco.Workload(10_000_000, 1500, 360)
+    workload = tco.Workload(10_000_000, 1500, 360)
     def per_token(u):
-        host = eco.SelfHost("H100", "qwen2.5-7b", usd_per_gpu_hour=2.5, utilisation_target=u)
-        return eco.self_host_cost(workload, host).usd_per_million_tokens(workload)
+        host = tco.SelfHost("H100", "qwen2.5-7b", usd_per_gpu_hour=2.5, utilisation_target=u)
+        return tco.self_host_cost(workload, host).usd_per_million_tokens(workload)
     assert per_token(min(1.0, utilisation + step)) <= per_token(utilisation) + 1e-9
 
 
 def test_capacity_roofline_sanity():
-    workload = eco.scenario_workload()
-    h100 = eco.serving_capacity("H100", "qwen2.5-7b", "bf16", workload)
-    l4 = eco.serving_capacity("L4", "qwen2.5-7b", "bf16", workload)
+    workload = tco.scenario_workload()
+    h100 = tco.serving_capacity("H100", "qwen2.5-7b", "bf16", workload)
+    l4 = tco.serving_capacity("L4", "qwen2.5-7b", "bf16", workload)
     assert h100.conversations_per_gpu_hour > 5 * l4.conversations_per_gpu_hour  # 11x the bandwidth
     with pytest.raises(InputError, match="does not fit"):
-        eco.serving_capacity("T4", "qwen2.5-7b", "fp16", workload)
+        tco.serving_capacity("T4", "qwen2.5-7b", "fp16", workload)
 
 
 @pytest.mark.parametrize("field,value", [("conversations_per_month", 0), ("conversations_per_month", -5),
@@ -105,18 +105,18 @@ def test_capacity_roofline_sanity():
 def test_bad_workload_names_the_field(field, value):
     args = {"conversations_per_month": 1e6, "input_tokens": 100, "output_tokens": 10, field: value}
     with pytest.raises(InputError, match=field):
-        eco.Workload(**args)
+        tco.Workload(**args)
 
 
 def test_unknown_model_gpu_and_price_are_named():
     with pytest.raises(InputError, match="did you mean"):
-        eco.get_api_price("gpt-4-o")
+        tco.get_api_price("gpt-4-o")
     with pytest.raises(InputError, match="unknown GPU"):
-        eco.serving_capacity("B300", "qwen2.5-7b", "bf16", eco.scenario_workload())
+        tco.serving_capacity("B300", "qwen2.5-7b", "bf16", tco.scenario_workload())
     with pytest.raises(InputError, match="no on-demand rental price"):
-        eco.rental_price("A10")
+        tco.rental_price("A10")
     with pytest.raises(InputError, match="exactly one"):
-        eco.SelfHost("H100", "qwen2.5-7b")
+        tco.SelfHost("H100", "qwen2.5-7b")
 
 
 def test_price_row_without_a_date_is_rejected(tmp_path):
@@ -131,25 +131,25 @@ def test_price_row_without_a_date_is_rejected(tmp_path):
 def test_snapshot_age_warns_when_old():
     import datetime as dt
 
-    date, _, warning = eco.snapshot_age(dt.date(2100, 1, 1))
+    date, _, warning = tco.snapshot_age(dt.date(2100, 1, 1))
     assert "days old" in warning and "freeze_prices" in warning
-    assert eco.snapshot_age(date)[2] == ""
+    assert tco.snapshot_age(date)[2] == ""
 
 
 def test_tornado_sorted_by_swing_and_monte_carlo_is_seeded():
-    inputs = eco.default_inputs()
-    frame = eco.tornado(inputs, {"engineer_fte": (0.25, 1.5), "utilisation_target": (0.5, 0.7)})
+    inputs = tco.default_inputs()
+    frame = tco.tornado(inputs, {"engineer_fte": (0.25, 1.5), "utilisation_target": (0.5, 0.7)})
     assert list(frame["swing"]) == sorted(frame["swing"], reverse=True)
     with pytest.raises(InputError, match="unknown input"):
-        eco.tornado(inputs, {"gpu_colour": (0, 1)})
-    a = eco.monte_carlo(inputs, eco.default_distributions(inputs), samples=50, seed=3)
-    b = eco.monte_carlo(inputs, eco.default_distributions(inputs), samples=50, seed=3)
+        tco.tornado(inputs, {"gpu_colour": (0, 1)})
+    a = tco.monte_carlo(inputs, tco.default_distributions(inputs), samples=50, seed=3)
+    b = tco.monte_carlo(inputs, tco.default_distributions(inputs), samples=50, seed=3)
     assert a.equals(b)
-    summary = eco.monte_carlo_summary(a)
+    summary = tco.monte_carlo_summary(a)
     assert 0 <= summary["p_self_cheaper"] <= 1 and summary["saving_low"] <= summary["saving_high"]
 
 
 def test_prices_snapshot_rows_are_complete():
-    prices = eco.api_prices()
+    prices = tco.api_prices()
     assert {"gpt-4o", "gpt-4o-2024-05-13", "gpt-4", "gpt-4o-mini"} <= set(prices)
     assert all(p.input > 0 and p.output > 0 and p.date for p in prices.values())

@@ -2,10 +2,10 @@
 spec table and the learner's own measurements."""
 from __future__ import annotations
 
-from .catalog import catalog, estimate_memory
-from .claims import verdict_from_fit
-from .hardware import gpu_specs, roofline_tokens_per_s
-from .quantization import gpus_to_fit, memory_saving
+from ..catalog import catalog, estimate_memory
+from ..ledger import verdict_from_fit
+from ..hardware import USABLE_VRAM, gpu_specs, roofline_tokens_per_s
+from .measure import gpus_to_fit, memory_saving
 
 
 def check_c6(context: int = 8192) -> dict:
@@ -50,7 +50,7 @@ def check_c7(measured=None) -> dict:
 
 def check_c8(context: int = 4096, vram_gb: float = 16.0) -> dict:
     """C8: Mistral 7B runs well on a consumer GPU with 16 GB (T4-like bandwidth used for 'well')."""
-    usable = vram_gb * 0.9
+    usable = vram_gb * USABLE_VRAM
     totals = {p: estimate_memory("mistral-7b", p, context, 1).total_gb for p in ("bf16", "int8", "nf4")}
     fits = [p for p, gb in totals.items() if gb <= usable]
     t4 = gpu_specs()["T4"]["bandwidth_gbps"]

@@ -1,15 +1,15 @@
 """Lab 01's tests of the source articles' cost claims (C1-C5, C17), computed from the kit's data.
 
 Each ``check_*`` returns ``{"verdict": ..., "evidence": ..., **numbers}``; the verdict starts
-with one of ``helpers.claims.VERDICTS``. Assumptions come from the inputs you pass, so a learner
+with one of ``helpers.ledger.VERDICTS``. Assumptions come from the inputs you pass, so a learner
 who changes the scenario gets verdicts for *their* scenario.
 """
 from __future__ import annotations
 
 import datetime as dt
 
-from . import economics as eco
-from .data import load_rows
+from . import costs as eco
+from ..data import load_rows
 
 # the article's split of enterprise AI cost (claim C3), in the article's own categories
 ARTICLE_SPLIT = {"API/licence": 0.40, "infrastructure": 0.25, "engineering": 0.20, "data prep": 0.10, "monitoring": 0.05}
@@ -26,7 +26,7 @@ def _usd(value: float) -> str:
 
 def check_c1(inputs: dict, low: float = 0.5e6, high: float = 2e6) -> dict:
     """C1: 10M conversations a month cost 0.5M-2M USD a year in API fees."""
-    workload, _, _, _ = eco.build(inputs)
+    workload, _, _, _ = eco.from_inputs(inputs)
     fees = {m: eco.api_cost(workload, m).monthly["API fees"] * 12
             for m in CURRENT_PROPRIETARY}
     inside = sorted(m for m, v in fees.items() if low <= v <= high)
@@ -42,7 +42,7 @@ def check_c1(inputs: dict, low: float = 0.5e6, high: float = 2e6) -> dict:
 
 def check_c2(inputs: dict, draws=None) -> dict:
     """C2: self-hosting cuts cost 60-80% at scale after the up-front investment."""
-    result = eco.evaluate(inputs)
+    result = eco.outcome(inputs)
     share = result["saving_share"]
     evidence = (f"{inputs['open_model']} on {result['gpus']:.0f} x {inputs['gpu']} vs {inputs['api_model']} over "
                 f"{inputs['horizon_months']:.0f} months: saving {share:.0%} (payback {result['payback_months']:.1f} months)")
@@ -71,7 +71,7 @@ def grouped_split(costs: eco.Costs, horizon_months: float) -> dict[str, float]:
 
 def check_c3(inputs: dict) -> dict:
     """C3: enterprise AI cost split 40/25/20/10/5 (API, infrastructure, engineering, data, monitoring)."""
-    workload, price, host, horizon = eco.build(inputs)
+    workload, price, host, horizon = eco.from_inputs(inputs)
     api = eco.api_cost(workload, price, inputs["api_engineer_fte"], inputs["engineer_cost_per_year"], inputs["monitoring_usd_per_month"])
     own = eco.self_host_cost(workload, host)
     splits = {"API option": grouped_split(api, horizon), "self-hosted option": grouped_split(own, horizon)}
@@ -121,7 +121,7 @@ def check_c5() -> dict:
 def check_c17(year: int = 2024, claimed: float = 5.0) -> dict:
     """C17: API prices rose 5x in 2024 for some users: successor vs predecessor prices from the dated snapshot."""
     prices = eco.api_prices()
-    rows = load_rows("prices/model_lineage.csv", required=["provider", "model", "successor_of", "released"], sourced=True)
+    rows = load_rows("tco/model_lineage.csv", required=["provider", "model", "successor_of", "released"], sourced=True)
     changes = []
     for row in rows:
         released = dt.date.fromisoformat(row["released"])

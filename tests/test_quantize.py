@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from helpers import quant_claims, quantization as q
+from helpers import quantize as q
 from helpers.catalog import catalog, estimate_memory, get_model
 from helpers.errors import KitError, UnsupportedPrecisionError
 from helpers.models import load_gguf, load_model, weights_bytes
@@ -74,9 +74,9 @@ def test_default_models_on_every_tier_are_ungated():
 
 
 def test_claim_checks_give_verdicts():
-    for check in (quant_claims.check_c6(), quant_claims.check_c7(), quant_claims.check_c8()):
+    for check in (q.claims.check_c6(), q.claims.check_c7(), q.claims.check_c8()):
         assert check["verdict"].startswith(("holds", "does not hold")) and check["evidence"]
-    assert quant_claims.check_c8()["verdict"].startswith("holds only if quantized")
+    assert q.claims.check_c8()["verdict"].startswith("holds only if quantized")
 
 
 def test_gpu_bench_script_runs_on_cpu_with_random_weights(tmp_path):

@@ -1,10 +1,10 @@
 """Lab 03's tests of the source articles' fine-tuning claims (C9-C12)."""
 from __future__ import annotations
 
-from .catalog import get_model
-from .claims import verdict_from_fit
-from .finetune import full_finetune_memory
-from .hardware import gpu_specs
+from ..catalog import get_model
+from ..ledger import verdict_from_fit
+from .lora import full_finetune_memory
+from ..hardware import USABLE_VRAM, gpu_specs
 
 FULL_FLOPS_PER_TOKEN = 6  # x parameters: forward 2N, backward 4N (activation and weight gradients)
 LORA_FLOPS_PER_TOKEN = 4  # x parameters: forward 2N, activation gradients 2N; adapter gradients are tiny
@@ -31,7 +31,7 @@ def check_c10(activations_gb: float | None = None) -> dict:
     if activations_gb is None:  # gradient checkpointing: one hidden state per layer, batch 1 x 2048 tokens, bf16
         activations_gb = spec.layers * 2048 * spec.hidden * 2 / 1e9
     need = qlora + activations_gb
-    cards = {name: gpu_specs()[name]["vram_gb"] * 0.9 for name in ("A100-40GB", "A100-80GB")}
+    cards = {name: gpu_specs()[name]["vram_gb"] * USABLE_VRAM for name in ("A100-40GB", "A100-80GB")}
     fits = [name for name, usable in cards.items() if need <= usable]
     evidence = (f"Llama 3 70B QLoRA: NF4 weights + adapters + optimizer {qlora:.1f} GB + checkpointed activations "
                 f"{activations_gb:.1f} GB = {need:.1f} GB; usable: " + ", ".join(f"{k} {v:.0f} GB" for k, v in cards.items()))

@@ -1,0 +1,47 @@
+"""``python -m helpers.course build [LAB ...]`` (solutions/ -> labs/ + build/autograder/*.zip) and
+``python -m helpers.course grade DIR [LAB]`` (DIR/*.ipynb -> grades/<lab>.csv)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .grading import grade_folder
+from .labs import build, lab_names
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.course")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_build = sub.add_parser("build", help="generate labs/ from solutions/")
+    p_build.add_argument("labs", nargs="*")
+    p_grade = sub.add_parser("grade", help="grade a folder of submitted notebooks into a CSV")
+    p_grade.add_argument("folder")
+    p_grade.add_argument("lab", nargs="?", help="lab name, e.g. 00_first_open_model (default: guessed from the notebooks)")
+    p_grade.add_argument("--out", default=None)
+    p_grade.add_argument("--timeout", type=float, default=None,
+                         help="seconds per submission (default: the lab plan's expected time x 4, at least 120; a timeout is re-run alone at 2x)")
+    p_grade.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        build(args.labs or None)
+        return 0
+    lab = args.lab
+    if lab is None:
+        for path in Path(args.folder).glob("*.ipynb"):
+            name = json.loads(path.read_text()).get("metadata", {}).get("otter", {}).get("assignment_name")
+            if name:
+                lab = name
+                break
+    if lab not in lab_names():
+        print(f"unknown lab {lab!r}; labs: {', '.join(lab_names())}", file=sys.stderr)
+        return 2
+    out = grade_folder(Path(args.folder), lab, Path(args.out) if args.out else None, args.timeout, args.workers)
+    print(out.read_text())
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

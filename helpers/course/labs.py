@@ -1,0 +1,162 @@
+"""Building the labs: the setup cell and Colab badge of every notebook, and the student copies in
+``labs/`` generated from ``solutions/`` by ``otter assign`` (with ``build/autograder/<lab>.zip``).
+
+Layout: ``solutions/<lab>.ipynb`` is the source of truth, in otter-assign format (a config raw
+cell; per question ``# BEGIN QUESTION`` / ``# BEGIN SOLUTION`` / ``# BEGIN TESTS`` raw cells;
+hidden tests carry ``hidden: true`` in their test config). ``labs/<lab>/<lab>.ipynb`` and
+``labs/<lab>/tests/`` are generated: stubs and public checks only.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+from ..paths import REPO_ROOT
+
+SOLUTIONS = REPO_ROOT / "solutions"
+LABS = REPO_ROOT / "labs"
+BUILD = REPO_ROOT / "build" / "autograder"
+TEMPLATE = Path(__file__).parent / "templates" / "setup_cell.py"
+SETUP_MARKER = "# Setup: this same cell opens every notebook"
+BADGE_MARKER = "<!-- colab-badge -->"
+
+
+def repo_url() -> str:
+    """The repository URL, from ``[project.urls] Repository`` in pyproject.toml (its one home)."""
+    with open(REPO_ROOT / "pyproject.toml", "rb") as handle:
+        return tomllib.load(handle)["project"]["urls"]["Repository"]
+
+
+def setup_cell_source(lab: str) -> str:
+    """The setup cell for ``lab``, generated from the one template."""
+    return TEMPLATE.read_text().format(lab=lab, repo_url=repo_url()).rstrip("\n")
+
+
+def colab_url(lab: str) -> str:
+    path = repo_url().removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{path}/blob/main/labs/{lab}/{lab}.ipynb"
+
+
+def badge_source(lab: str) -> str:
+    return f"{BADGE_MARKER}\n[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(lab)})"
+
+
+
+def lab_names() -> list[str]:
+    return sorted(path.stem for path in SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _read(path: Path):
+    import nbformat
+
+    return nbformat.read(path, as_version=4)
+
+
+def sync_solution(path: Path) -> bool:
+    """Refresh a solution's Colab badge and setup cell from the template. Returns True if changed."""
+    import nbformat
+
+    nb = _read(path)
+    lab = path.stem
+    changed = False
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.source.startswith(BADGE_MARKER) and cell.source != badge_source(lab):
+            cell.source, changed = badge_source(lab), True
+        if cell.cell_type == "code" and cell.source.startswith(SETUP_MARKER) and cell.source != setup_cell_source(lab):
+            cell.source, changed = setup_cell_source(lab), True
+    if changed:
+        nbformat.write(nb, path)
+    return changed
+
+
+def _normalise_student(nb) -> None:
+    """Make the generated notebook byte-stable: drop outputs, counts and volatile metadata."""
+    for index, cell in enumerate(nb.cells):
+        cell["id"] = f"{nb.metadata.get('otter', {}).get('assignment_name', 'lab')}-{index:03d}"
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+        cell.metadata.pop("execution", None)
+    nb.metadata.pop("widgets", None)
+
+
+def otter_bin() -> str:
+    candidate = Path(sys.executable).with_name("otter")
+    return str(candidate) if candidate.exists() else "otter"
+
+
+def assign(lab: str, out_dir: Path) -> tuple[Path, Path]:
+    """Run ``otter assign`` on ``solutions/<lab>.ipynb``; return (student folder, autograder zip)."""
+    work = Path(tempfile.mkdtemp(prefix=f"assign-{lab}-"))
+    try:
+        shutil.copy(SOLUTIONS / f"{lab}.ipynb", work / f"{lab}.ipynb")
+        result = subprocess.run([otter_bin(), "assign", f"{lab}.ipynb", "dist"], cwd=work, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"otter assign failed for {lab}:\n{result.stdout}\n{result.stderr}")
+        student = out_dir / lab
+        shutil.rmtree(student, ignore_errors=True)
+        shutil.copytree(work / "dist" / "student", student)
+        import nbformat
+
+        nb = _read(student / f"{lab}.ipynb")
+        _normalise_student(nb)
+        nbformat.write(nb, student / f"{lab}.ipynb")
+        zips = sorted((work / "dist" / "autograder").glob("*.zip"))
+        autograder = out_dir / f"{lab}-autograder.zip"
+        shutil.copy(zips[-1], autograder)
+        return student, autograder
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def build(labs: list[str] | None = None, labs_dir: Path = LABS, build_dir: Path = BUILD) -> list[str]:
+    """Generate ``labs/<lab>/`` and ``build/autograder/<lab>.zip`` from ``solutions/``."""
+    labs = labs or lab_names()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    labs_dir.mkdir(parents=True, exist_ok=True)
+    for lab in labs:
+        sync_solution(SOLUTIONS / f"{lab}.ipynb")
+        tmp = Path(tempfile.mkdtemp(prefix="labs-"))
+        student, autograder = assign(lab, tmp)
+        target = labs_dir / lab
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(student, target)
+        shutil.copy(autograder, build_dir / f"{lab}.zip")
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"built labs/{lab}/ and {build_dir.relative_to(REPO_ROOT) if build_dir.is_relative_to(REPO_ROOT) else build_dir}/{lab}.zip")
+    return labs
+
+
+def solution_cells(lab: str) -> list[str]:
+    """The solution code of each answer cell of ``lab``, in order, without solution markers."""
+    nb = _read(SOLUTIONS / f"{lab}.ipynb")
+    out, inside = [], False
+    for cell in nb.cells:
+        if cell.cell_type == "raw" and cell.source.strip().upper().startswith("# BEGIN SOLUTION"):
+            inside = True
+        elif cell.cell_type == "raw" and cell.source.strip().upper().startswith("# END SOLUTION"):
+            inside = False
+        elif inside and cell.cell_type == "code":
+            lines = [re.sub(r"\s*# SOLUTION\s*$", "", line) for line in cell.source.splitlines()]
+            out.append("\n".join(line for line in lines if not re.match(r"\s*# (BEGIN|END) SOLUTION", line)))
+    return out
+
+
+def answered_lab(lab: str, answer: set[int] | None = None, labs_dir: Path = LABS):
+    """The student notebook of ``lab`` with the answer cells numbered in ``answer`` (0-based)
+    filled from the solution (all when None): a reference submission for testing grading."""
+    nb = _read(labs_dir / lab / f"{lab}.ipynb")
+    solutions = solution_cells(lab)
+    answer_cells = [cell for cell in nb.cells if "otter_answer_cell" in cell.metadata.get("tags", [])]
+    if len(answer_cells) != len(solutions):
+        raise RuntimeError(f"{lab}: {len(answer_cells)} answer cells but {len(solutions)} solution cells")
+    for index, (cell, solution) in enumerate(zip(answer_cells, solutions)):
+        if answer is None or index in answer:
+            cell.source = solution
+    return nb
+
+

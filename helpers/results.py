@@ -1,0 +1,105 @@
+"""The learner's results store: each lab saves its key measurements, later labs read them back.
+
+One JSON file in the user cache (``OTS_RESULTS`` overrides the path), one section per lab:
+
+    {"02": {"decode tokens/s fp32": {"value": 41.2, "unit": "tokens/s", "recorded": "2026-11-23T05:40:00",
+                                     "hardware": "CPU: ...", "tier": "cpu"}, ...}, ...}
+
+so Lab 04 benchmarks the precision Lab 02 found best, Lab 05 prices the local model with Lab 04's
+measured throughput, and the capstone memo quotes the learner's own numbers. A value another lab
+needs and that is missing raises an error naming the lab to run; ``get(..., default=...)`` lets
+a lab go on with a labelled default instead.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import InputError
+from .paths import cache_dir
+
+_MISSING = object()
+
+
+def results_path() -> Path:
+    override = os.environ.get("OTS_RESULTS")
+    return Path(override).expanduser() if override else cache_dir() / "results.json"
+
+
+def _lab_key(lab: str | int) -> str:
+    key = f"{int(str(lab)[:2]):02d}" if str(lab)[:2].isdigit() else None
+    if key is None:
+        raise InputError(f"lab {lab!r} is not a lab number", fix="pass the lab's number, e.g. '02' or 2")
+    return key
+
+
+def load(path: Path | None = None) -> dict[str, dict]:
+    """Every saved result, by lab. An unreadable file is reported with its path, never silently reset."""
+    path = path or results_path()
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(f"the results store {path} is not valid JSON ({error})",
+                         fix=f"move it aside (mv {path} {path}.bad) and re-run the labs whose results you need") from None
+    if not isinstance(data, dict):
+        raise InputError(f"the results store {path} does not hold a mapping of labs", fix="move it aside and re-run the labs")
+    return data
+
+
+def save(lab: str | int, values: dict[str, float | int | str | bool], units: dict[str, str] | None = None,
+         plan=None, path: Path | None = None) -> dict:
+    """Save ``values`` (name -> number or short text) under ``lab``; a name saved again is replaced.
+
+    ``plan`` (the lab's plan) records the tier and hardware next to each value, so a later lab can
+    say where a number came from. The file is replaced atomically: a crash never leaves half a file.
+    """
+    key = _lab_key(lab)
+    units = units or {}
+    now = dt.datetime.now().isoformat(timespec="seconds")
+    entries = {}
+    for name, value in values.items():
+        if hasattr(value, "item"):  # numpy / torch scalars
+            value = value.item()
+        if not isinstance(value, (int, float, str, bool)):
+            raise InputError(f"result {name!r} is a {type(value).__name__}", fix="save numbers or short text (convert with float() or str())")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"result {name!r} is {value}", fix="save a finite number (check the measurement that produced it)")
+        entry = {"value": value, "unit": units.get(name, ""), "recorded": now}
+        if plan is not None:
+            entry.update(tier=plan.tier, hardware=plan.hardware)
+        entries[name] = entry
+    path = path or results_path()
+    data = load(path)
+    data.setdefault(key, {}).update(entries)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+    os.replace(handle.name, path)
+    return entries
+
+
+def get(lab: str | int, name: str, default=_MISSING, path: Path | None = None):
+    """The value ``name`` saved by ``lab``; without it, ``default`` if given, else an error naming the lab to run."""
+    key = _lab_key(lab)
+    entry = load(path).get(key, {}).get(name)
+    if entry is None:
+        if default is not _MISSING:
+            return default
+        raise InputError(f"no result {name!r} from Lab {key} in {path or results_path()}",
+                         fix=f"run Lab {key} to the end (its last cell saves its results), then re-run this cell")
+    return entry["value"]
+
+
+def table(path: Path | None = None):
+    """Every saved result as a DataFrame (lab, name, value, unit, tier, recorded)."""
+    import pandas as pd
+
+    rows = [{"lab": lab, "name": name, **entry} for lab, entries in sorted(load(path).items()) for name, entry in entries.items()]
+    columns = ["lab", "name", "value", "unit", "tier", "hardware", "recorded"]
+    return pd.DataFrame(rows, columns=columns).set_index(["lab", "name"]) if rows else pd.DataFrame(columns=columns)

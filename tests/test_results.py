@@ -1,0 +1,52 @@
+"""The learner's results store: saved by one lab, read by the next, never silently lost."""
+import json
+
+import pytest
+
+from helpers import results
+from helpers.errors import InputError
+from helpers.hardware import cpu_hardware
+from helpers.plan import plan
+
+
+def test_save_then_get_with_units_and_where_it_came_from(tmp_path):
+    path = tmp_path / "results.json"
+    p = plan("02", cpu_hardware(), override="tier=cpu")
+    results.save("02", {"decode tokens/s fp32": 41.5, "best precision": "int8"}, units={"decode tokens/s fp32": "tokens/s"}, plan=p, path=path)
+    results.save(2, {"decode tokens/s fp32": 43.0}, path=path)  # saved again: replaced, the other kept
+    assert results.get("02", "decode tokens/s fp32", path=path) == 43.0
+    assert results.get("02_quantized_inference", "best precision", path=path) == "int8"
+    stored = json.loads(path.read_text())["02"]["best precision"]
+    assert stored["tier"] == "cpu" and stored["hardware"] == p.hardware and stored["recorded"]
+    frame = results.table(path)
+    assert frame.loc[("02", "decode tokens/s fp32"), "value"] == 43.0
+
+
+def test_missing_value_names_the_lab_to_run_or_takes_a_default(tmp_path):
+    path = tmp_path / "results.json"
+    with pytest.raises(InputError) as info:
+        results.get("03", "category accuracy after", path=path)
+    assert "run Lab 03" in info.value.fix
+    assert results.get("03", "category accuracy after", default=None, path=path) is None
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), [1, 2], {"a": 1}])
+def test_values_that_cannot_be_results_are_refused(tmp_path, bad):
+    with pytest.raises(InputError):
+        results.save("01", {"x": bad}, path=tmp_path / "r.json")
+
+
+def test_a_corrupt_store_is_reported_not_reset(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text("{not json")
+    with pytest.raises(InputError) as info:
+        results.save("01", {"x": 1.0}, path=path)
+    assert "move it aside" in info.value.fix and path.read_text() == "{not json"
+
+
+def test_numpy_scalars_are_saved_as_numbers(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "r.json"
+    results.save("04", {"ttft p50 s": np.float64(0.25), "requests": np.int64(12)}, path=path)
+    assert results.get("04", "requests", path=path) == 12 and isinstance(results.get("04", "ttft p50 s", path=path), float)
