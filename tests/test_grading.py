@@ -76,7 +76,7 @@ def test_deleting_submission_only_deletes_its_own_copy(graded):
     rows, before = graded
     assert float(rows["dave_deletes"]["total"]) == 0.0 and rows["dave_deletes"]["error"].startswith("autograder failed")
     assert sorted(p.name for p in (ROOT / "labs" / LAB).rglob("*")) == before
-    assert (ROOT / "helpers" / "course.py").exists()
+    assert (ROOT / "helpers" / "course" / "grading.py").exists()
 
 
 def test_question_points_come_from_the_autograder():

@@ -1,0 +1,10 @@
+"""Lab 04 — benchmarking: one harness drives every engine, metrics defined as the standard tools define them.
+
+- ``helpers.bench.metrics``  TTFT, TPOT, ITL, E2E, percentiles, goodput, roofline, $ per 1M tokens
+- ``helpers.bench.engines``  in-process transformers (dynamic / static cache), any OpenAI-compatible endpoint, llama.cpp
+- ``helpers.bench.server``   the local OpenAI-compatible server on loopback (``transformers serve``), started and stopped
+- ``helpers.bench.sweep``    load tests over concurrency, throughput over batch size, bounded and fault-tolerant
+
+``from helpers import bench`` gives the modules as ``bench.metrics``, ``bench.engines``, ``bench.server``, ``bench.sweep``.
+"""
+from . import engines, metrics, server, sweep  # noqa: F401

@@ -1,0 +1,139 @@
+"""A local OpenAI-compatible server on loopback, started and stopped by the kit.
+
+The default is ``transformers serve`` on a model folder (the embedded model's safetensors cache on
+the CPU tier): the same weights Labs 00-03 load, behind the same wire format as the paid API.
+
+    with LocalServer(model_dir) as server:          # picks a free port on 127.0.0.1
+        engine = OpenAIEngine(server.base_url, server.model)
+
+Guarantees: it listens on 127.0.0.1 only; start waits for a health check with a time limit and
+reports the server's last log lines if it dies; a port already taken is a clear error naming the
+fix; the process (and its children) is stopped on ``stop()``, on leaving the ``with`` block, at
+interpreter exit, and by itself after ``max_lifetime_s``.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from ..errors import InputError, KitError
+
+HOST = "127.0.0.1"
+
+
+class ServerError(KitError):
+    """The local server could not start or died."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex((HOST, port)) == 0
+
+
+def serve_command(model_dir: str | Path, port: int, device: str = "cpu") -> list[str]:
+    """``transformers serve`` for ``model_dir`` on loopback (the CLI of the installed transformers)."""
+    cli = Path(sys.executable).with_name("transformers")
+    return [str(cli) if cli.exists() else "transformers", "serve", str(model_dir), "--host", HOST, "--port", str(port), "--device", device]
+
+
+class LocalServer:
+    """A server process on 127.0.0.1 (``command`` defaults to ``transformers serve <model_dir>``)."""
+
+    def __init__(self, model_dir: str | Path | None = None, port: int | None = None, device: str = "cpu",
+                 command: list[str] | None = None, model_name: str | None = None, startup_timeout_s: float = 120.0,
+                 max_lifetime_s: float = 1800.0, health_path: str = "/v1/models"):
+        if command is None and model_dir is None:
+            raise InputError("no model folder to serve", fix="pass model_dir (e.g. helpers.models.ensure_embedded())")
+        self.port = port or free_port()
+        if port_in_use(self.port):
+            raise ServerError(f"port {self.port} on {HOST} is already taken (another server, or a previous run still up)",
+                              fix=f"pass port=None to pick a free port, or stop what listens there (lsof -i :{self.port})")
+        self.model = model_name or str(model_dir)  # transformers serve wants the served folder's path as the model name
+        self.command = command or serve_command(model_dir, self.port, device)
+        self.startup_timeout_s, self.max_lifetime_s, self.health_path = startup_timeout_s, max_lifetime_s, health_path
+        self.process: subprocess.Popen | None = None
+        self._log = tempfile.NamedTemporaryFile("w+", prefix="ots-server-", suffix=".log", delete=False)
+        self._hub_cache = tempfile.mkdtemp(prefix="ots-hub-cache-")
+        self._deadline: threading.Timer | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1"
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(Path(self._log.name).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def start(self) -> "LocalServer":
+        if shutil.which(self.command[0]) is None and not Path(self.command[0]).exists():
+            raise ServerError(f"{self.command[0]!r} is not installed", fix="pip install 'transformers[serving]' (bash kit setup does)")
+        # offline: no hub lookups; an existing cache folder (transformers serve's /v1/models needs one)
+        env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=self._hub_cache, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        atexit.register(self.stop)
+        self._deadline = threading.Timer(self.max_lifetime_s, self.stop)
+        self._deadline.daemon = True
+        self._deadline.start()
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                self.stop()
+                raise ServerError(f"the server exited during start-up (exit code {code}); its last lines:\n{self.log_tail()}",
+                                  fix="read the lines above: a wrong model folder, a missing package or a taken port are the usual causes")
+            if self.healthy():
+                return self
+            time.sleep(0.3)
+        self.stop()
+        raise ServerError(f"the server did not answer {self.health_path} within {self.startup_timeout_s:.0f} s; its last lines:\n{self.log_tail()}",
+                          fix="raise startup_timeout_s on a slow machine, or check the log above")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.port}{self.health_path}", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.process.wait(timeout=10)
+        shutil.rmtree(self._hub_cache, ignore_errors=True)
+
+    def __enter__(self) -> "LocalServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

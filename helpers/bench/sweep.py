@@ -1,0 +1,80 @@
+"""Load tests: the same prompts through each engine at rising concurrency, bounded in requests and time.
+
+A level that fails (server died, out of memory) is reported as a row with its error and the sweep
+goes on with the next level, so one lost point never loses the others.
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ..errors import InputError
+from .metrics import SLO, RequestRecord, summarize
+
+
+def run_level(engine, prompts: list[str], concurrency: int, requests: int, max_tokens: int, time_limit_s: float = 120.0) -> list[RequestRecord]:
+    """``requests`` requests, at most ``concurrency`` in flight; requests not started before the time limit are skipped."""
+    if concurrency < 1 or requests < 1:
+        raise InputError("concurrency and requests must be at least 1", fix="pass positive integers")
+    if not prompts:
+        raise InputError("no prompts", fix="pass at least one prompt (they are cycled)")
+    deadline = time.perf_counter() + time_limit_s
+
+    def one(i: int) -> RequestRecord | None:
+        if time.perf_counter() > deadline:
+            return None
+        record = engine.run(prompts[i % len(prompts)], max_tokens)
+        record.concurrency = concurrency
+        return record
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        records = [r for r in pool.map(one, range(requests)) if r is not None]
+    return records
+
+
+def sweep(engines: list, prompts: list[str], concurrencies: list[int], requests_per_level: int | None = None, max_tokens: int = 32,
+          slo: SLO | None = None, time_limit_s: float = 120.0, progress: bool = True):
+    """One row per engine x concurrency (see :func:`helpers.bench.metrics.summarize`) and every request's record.
+
+    ``requests_per_level`` defaults to twice the concurrency (at least 4), so each level sees full load.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    rows, records = [], []
+    steps = [(engine, c) for engine in engines for c in concurrencies]
+    for engine, concurrency in tqdm(steps, desc="load sweep", disable=not progress):
+        n = requests_per_level or max(4, 2 * concurrency)
+        start = time.perf_counter()
+        try:
+            level = run_level(engine, prompts, concurrency, n, max_tokens, time_limit_s)
+            row = summarize(level, time.perf_counter() - start, slo)
+            row["error"] = next((r.error for r in level if r.error), "")
+            records += level
+        except Exception as error:  # noqa: BLE001 - one lost level must not lose the others
+            row = {"requests": n, "errors": n, "error rate": 1.0, "error": f"{type(error).__name__}: {error}"}
+        rows.append({"engine": engine.name, "concurrency": concurrency, **row})
+    return pd.DataFrame(rows).set_index(["engine", "concurrency"]), records
+
+
+def batch_sweep(engine, prompts: list[str], batches: list[int], max_tokens: int = 32, memory=None, progress: bool = True):
+    """In-process throughput vs batch size (one ``generate`` per batch): output tokens/s and peak memory.
+
+    ``memory`` is a callable returning the current peak in GB (process RSS on CPU, CUDA peak on a GPU).
+    A batch that runs out of memory is recorded with its error and ends the sweep (bigger ones would too).
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    rows = []
+    engine.run_batch(prompts[:1], 2)  # warm-up
+    for batch in tqdm(batches, desc="batch sweep", disable=not progress):
+        chunk = [prompts[i % len(prompts)] for i in range(batch)]
+        try:
+            seconds, tokens = engine.run_batch(chunk, max_tokens)
+        except Exception as error:  # noqa: BLE001
+            rows.append({"batch": batch, "error": f"{type(error).__name__}: {error}"})
+            break
+        rows.append({"batch": batch, "seconds": seconds, "output tokens/s": tokens / seconds,
+                     "peak memory GB": memory() if memory else float("nan"), "error": ""})
+    return pd.DataFrame(rows).set_index("batch")

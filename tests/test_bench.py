@@ -1,0 +1,213 @@
+"""Lab 04's harness: metric definitions against hand-computed streams, the sweep's bounds and faults,
+the local server's lifecycle (start, health, port taken, crash, stop)."""
+import math
+import socket
+import sys
+import time
+
+import pytest
+
+from helpers.bench import metrics
+from helpers.bench.metrics import SLO, RequestRecord, percentile, summarize
+from helpers.errors import InputError
+
+
+def record(start, chunks, end, tokens=None, error=""):
+    return RequestRecord(start, end, list(chunks), len(chunks) if tokens is None else tokens, error=error)
+
+
+def test_ttft_tpot_itl_e2e_by_hand():
+    # sent at 10.0, first token at 10.5, then tokens at 10.6, 10.8, 11.1; done at 11.1
+    r = record(10.0, [10.5, 10.6, 10.8, 11.1], 11.1)
+    assert r.ttft == pytest.approx(0.5)
+    assert r.e2e == pytest.approx(1.1)
+    assert r.tpot == pytest.approx((1.1 - 0.5) / 3)  # (E2E - TTFT) / (tokens - 1)
+    assert r.itl == pytest.approx([0.1, 0.2, 0.3])
+
+
+def test_tpot_uses_the_server_token_count_not_the_chunk_count():
+    # a server may pack several tokens per streamed chunk: TPOT follows usage.completion_tokens
+    r = record(0.0, [1.0, 2.0], 3.0, tokens=9)
+    assert r.tpot == pytest.approx((3.0 - 1.0) / 8)
+
+
+def test_single_token_and_failed_requests_have_no_tpot():
+    assert math.isnan(record(0, [0.2], 0.2).tpot)
+    failed = record(0, [], 1.0, error="HTTP 500")
+    assert not failed.ok and math.isnan(failed.ttft)
+
+
+def test_percentiles_interpolate_linearly_like_numpy():
+    import numpy as np
+
+    values = [0.9, 0.1, 0.5, 0.3, 0.7, 2.0]
+    for q in (0, 50, 95, 99, 100):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+    assert math.isnan(percentile([], 50))
+    with pytest.raises(InputError):
+        percentile(values, 101)
+
+
+def test_summary_rates_goodput_and_errors_by_hand():
+    fast = record(0.0, [0.2, 0.3, 0.4], 0.4)            # TTFT 0.2, TPOT 0.1
+    slow_start = record(0.0, [3.0, 3.1], 3.1)           # TTFT 3.0 misses a 2 s target
+    slow_decode = record(1.0, [1.5, 2.5, 3.5], 3.5)     # TPOT 1.0 misses 0.25
+    failed = record(2.0, [], 2.5, error="HTTP 503")
+    row = summarize([fast, slow_start, slow_decode, failed], duration_s=4.0, slo=SLO(ttft_s=2.0, tpot_s=0.25))
+    assert row["requests"] == 4 and row["errors"] == 1 and row["error rate"] == 0.25
+    assert row["requests/s"] == pytest.approx(3 / 4.0)
+    assert row["output tokens/s"] == pytest.approx((3 + 2 + 3) / 4.0)
+    assert row["goodput requests/s"] == pytest.approx(1 / 4.0)
+    assert row["ttft s p50"] == pytest.approx(0.5)  # of 0.2, 0.5, 3.0
+    assert row["itl s p99"] <= 1.0
+
+
+def test_summary_duration_defaults_to_first_send_to_last_byte():
+    row = summarize([record(1.0, [1.5], 2.0), record(1.5, [2.0], 3.0)])
+    assert row["duration s"] == pytest.approx(2.0)
+    with pytest.raises(InputError):
+        summarize([])
+
+
+def test_roofline_and_cost_per_million_tokens():
+    # 1 GB of weights at 100 GB/s: 100 tokens/s at batch 1; batch 4 with 0.25 GB of KV each: 4 / (2 GB / 100 GB/s)
+    assert metrics.roofline_tokens_per_s(100, 1e9) == pytest.approx(100)
+    assert metrics.roofline_tokens_per_s(100, 1e9, 0.25e9, batch=4) == pytest.approx(200)
+    assert metrics.usd_per_million_tokens(3.6, 1000) == pytest.approx(1.0)  # $3.60/h at 1000 tokens/s
+    assert metrics.usd_per_million_tokens(1.0, 0) == math.inf
+
+
+class FakeEngine:
+    """Answers after a fixed delay, one token per 10 ms; fails on the prompts it is told to."""
+
+    def __init__(self, name="fake", fail_on=(), ttft=0.02, tokens=5, raise_on_level=None):
+        self.name, self.fail_on, self.ttft, self.tokens, self.raise_on_level = name, fail_on, ttft, tokens, raise_on_level
+        self.calls = 0
+
+    def run(self, prompt, max_tokens=32):
+        self.calls += 1
+        start = time.perf_counter()
+        if prompt in self.fail_on:
+            return RequestRecord(start, time.perf_counter(), error="HTTP 500")
+        time.sleep(self.ttft)
+        chunks = []
+        for _ in range(min(self.tokens, max_tokens)):
+            chunks.append(time.perf_counter())
+            time.sleep(0.01)
+        return RequestRecord(start, time.perf_counter(), chunks, len(chunks))
+
+
+def test_sweep_rows_per_engine_and_concurrency_with_errors_counted():
+    from helpers.bench.sweep import sweep
+
+    good, flaky = FakeEngine("good"), FakeEngine("flaky", fail_on=("b",))
+    table, records = sweep([good, flaky], ["a", "b"], [1, 2], requests_per_level=4, max_tokens=3, progress=False)
+    assert list(table.index) == [("good", 1), ("good", 2), ("flaky", 1), ("flaky", 2)]
+    assert (table.loc["good", "errors"] == 0).all() and (table.loc["flaky", "errors"] == 2).all()
+    assert table.loc[("flaky", 2), "error"] == "HTTP 500"
+    assert len(records) == 16 and {r.concurrency for r in records} == {1, 2}
+
+
+def test_concurrency_really_overlaps_requests():
+    from helpers.bench.sweep import run_level
+
+    records = run_level(FakeEngine(ttft=0.2, tokens=1), ["a"], concurrency=4, requests=4, max_tokens=1)
+    starts = sorted(r.start for r in records)
+    assert starts[-1] - starts[0] < 0.15  # all four in flight together, not one after another
+
+
+def test_sweep_is_bounded_in_time_and_a_broken_level_does_not_lose_the_others():
+    from helpers.bench.sweep import run_level, sweep
+
+    slow = FakeEngine(ttft=0.3, tokens=1)
+    records = run_level(slow, ["a"], concurrency=1, requests=100, max_tokens=1, time_limit_s=0.5)
+    assert 1 <= len(records) <= 3 and slow.calls == len(records)
+
+    class Exploding(FakeEngine):
+        def run(self, prompt, max_tokens=32):
+            raise MemoryError("out of memory at this concurrency")
+
+    table, _ = sweep([FakeEngine("ok"), Exploding("boom")], ["a"], [1], requests_per_level=2, progress=False)
+    assert table.loc[("ok", 1), "errors"] == 0
+    assert table.loc[("boom", 1), "error rate"] == 1.0 and "out of memory" in table.loc[("boom", 1), "error"]
+
+
+# ---------------------------------------------------------------- the local server's lifecycle
+HEALTHY = r"""
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/v1/models" else 404); self.end_headers(); self.wfile.write(b'{"data": []}')
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_server_starts_answers_health_and_stops(tmp_path):
+    from helpers.bench.server import LocalServer, port_in_use
+
+    script = tmp_path / "server.py"
+    script.write_text(HEALTHY)
+    server = LocalServer(command=None, model_dir="unused", startup_timeout_s=20)
+    server.command = [sys.executable, str(script), str(server.port)]
+    with server:
+        assert server.alive() and server.healthy() and server.base_url.startswith("http://127.0.0.1:")
+        pid = server.process.pid
+    assert not server.alive() and not port_in_use(server.port)
+    with pytest.raises(ProcessLookupError):
+        import os
+
+        os.kill(pid, 0)
+
+
+def test_a_taken_port_is_a_clear_error():
+    from helpers.bench.server import LocalServer, ServerError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(ServerError) as info:
+            LocalServer(model_dir="x", port=port)
+    assert "already taken" in str(info.value) and "free port" in info.value.fix
+
+
+def test_a_server_that_dies_at_start_reports_its_last_lines(tmp_path):
+    from helpers.bench.server import LocalServer, ServerError
+
+    server = LocalServer(model_dir="unused", startup_timeout_s=20)
+    server.command = [sys.executable, "-c", "import sys; print('model folder not found: /nope'); sys.exit(3)"]
+    with pytest.raises(ServerError) as info:
+        server.start()
+    assert "exit code 3" in str(info.value) and "model folder not found" in str(info.value)
+    assert not server.alive()
+
+
+def test_a_server_stops_itself_after_its_lifetime(tmp_path):
+    from helpers.bench.server import LocalServer
+
+    script = tmp_path / "server.py"
+    script.write_text(HEALTHY)
+    server = LocalServer(model_dir="unused", startup_timeout_s=20, max_lifetime_s=1.0)
+    server.command = [sys.executable, str(script), str(server.port)]
+    server.start()
+    deadline = time.monotonic() + 15
+    while server.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not server.alive()
+
+
+def test_openai_engine_reports_an_endpoint_that_is_down_and_hides_the_key(monkeypatch):
+    pytest.importorskip("openai")
+    from helpers.bench.engines import EngineError, OpenAIEngine
+    from helpers.bench.server import free_port
+
+    monkeypatch.setenv("OTS_TEST_KEY", "sk-secret-do-not-print")
+    engine = OpenAIEngine(f"http://127.0.0.1:{free_port()}/v1", "m", api_key_env="OTS_TEST_KEY", timeout_s=3)
+    assert "sk-secret" not in repr(engine) and "sk-secret" not in str(engine.__dict__)
+    with pytest.raises(EngineError) as info:
+        engine.check()
+    assert "unreachable" in str(info.value) and "bash kit serve" in info.value.fix
+    monkeypatch.delenv("OTS_TEST_KEY")
+    with pytest.raises(InputError):
+        OpenAIEngine("http://127.0.0.1:1/v1", "m", api_key_env="OTS_TEST_KEY")
