@@ -93,8 +93,7 @@ def ensure_embedded(progress: bool = True) -> Path:
         hf_logging.disable_progress_bar()
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    # the tokenizer converted from this GGUF file once, in the safetensors cache (converting it again takes ~6 s)
-    tokenizer = AutoTokenizer.from_pretrained(ensure_embedded())
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
     # a GGUF-loaded model refuses save_pretrained while its GGUF quantizer is attached; the
     # weights are already dequantized, so drop the quantizer and its config entry

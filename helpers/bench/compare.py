@@ -1,0 +1,222 @@
+"""Lab 04's tables and plots: engines side by side at batch 1, the roofline, $ per 1M tokens, and the
+way back to Lab 01's cost model with measured numbers instead of assumptions."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..data import load_rows
+from .metrics import percentile, roofline_tokens_per_s, summarize, usd_per_million_tokens
+
+
+@dataclass
+class BenchSettings:
+    """How much Lab 04 measures on this plan (the tier decides; quick mode shrinks it for CI)."""
+
+    max_tokens: int
+    repeats: int
+    concurrencies: list[int]
+    requests_per_level: int
+    batches: list[int]
+    quality_rows: int
+    compile: bool
+
+
+def bench_settings(plan) -> BenchSettings:
+    """Sizes from the plan: the sweeps go up to ``plan.batch`` (``OTS_PLAN="batch=..."`` changes them)."""
+    powers = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= max(1, plan.batch)]
+    if plan.quick:
+        return BenchSettings(max_tokens=8, repeats=2, concurrencies=powers[:2], requests_per_level=2, batches=powers[:2],
+                             quality_rows=4, compile=False)
+    if plan.device == "cpu":
+        return BenchSettings(max_tokens=16, repeats=3, concurrencies=powers[:3], requests_per_level=4, batches=powers[:4],
+                             quality_rows=16, compile=False)
+    return BenchSettings(max_tokens=64, repeats=5, concurrencies=powers, requests_per_level=2 * powers[-1], batches=powers,
+                         quality_rows=200, compile=True)
+
+
+def batch1_table(engines: list, prompts: list[str], max_tokens: int, repeats: int = 3, progress: bool = True):
+    """Each engine on the same prompts, one request at a time, after one warm-up request:
+    median TTFT, TPOT and decode tokens/s (1 / TPOT), and the ratio to the first engine."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    rows, records = [], []
+    for engine in tqdm(engines, desc="engines", disable=not progress):
+        engine.run(prompts[0], 2)  # warm-up: first-call costs (allocations, compilation) are not the steady state
+        runs = [engine.run(prompts[i % len(prompts)], max_tokens) for i in range(repeats)]
+        records += runs
+        ok = [r for r in runs if r.ok]
+        error = next((r.error for r in runs if r.error), "")
+        tpot = percentile([r.tpot for r in ok], 50)
+        rows.append({"engine": engine.name, "requests": len(runs), "errors": len(runs) - len(ok),
+                     "ttft s p50": percentile([r.ttft for r in ok], 50), "tpot s p50": tpot,
+                     "decode tokens/s": 1 / tpot if tpot and not math.isnan(tpot) else math.nan,
+                     "output tokens": int(percentile([r.output_tokens for r in ok], 50)) if ok else 0, "error": error})
+    table = pd.DataFrame(rows).set_index("engine")
+    table["vs first engine"] = table["decode tokens/s"] / table["decode tokens/s"].iloc[0]
+    return table, records
+
+
+def add_roofline(table, bandwidth_gbps: float, bytes_per_token: float, column: str = "decode tokens/s"):
+    """The decode bound at batch 1 (``bytes_per_token`` read per token) and the share of it each row reached."""
+    table = table.copy()
+    bound = roofline_tokens_per_s(bandwidth_gbps, bytes_per_token)
+    table["roofline tokens/s"] = bound
+    table["% of roofline"] = 100 * table[column] / bound
+    return table
+
+
+def cpu_price(instance: str | None = None) -> dict:
+    """A CPU machine's hourly price (dated, sourced: ``datasets/bench/cpu_prices.csv``)."""
+    rows = load_rows("bench/cpu_prices.csv", numeric=["usd_per_hour", "vcpus", "ram_gb"], required=["instance", "provider"])
+    return next((r for r in rows if r["instance"] == instance), rows[0])
+
+
+def cost_table(throughputs: dict[str, float], usd_per_hour: float, api_prices: dict[str, float] | None = None):
+    """$ per 1M output tokens for each measured throughput at ``usd_per_hour``, next to API list prices
+    (output $/1M; an API bills input too, so its real cost per conversation is higher)."""
+    import pandas as pd
+
+    rows = [{"option": name, "output tokens/s": tps, "usd per hour": usd_per_hour, "usd per 1M output tokens": usd_per_million_tokens(usd_per_hour, tps),
+             "kind": "measured here"} for name, tps in throughputs.items()]
+    for name, price in (api_prices or {}).items():
+        rows.append({"option": name, "output tokens/s": math.nan, "usd per hour": math.nan, "usd per 1M output tokens": price,
+                     "kind": "API list price (output)"})
+    return pd.DataFrame(rows).set_index("option")
+
+
+def break_even_with_measured_efficiency(inputs: dict, measured_efficiency: float) -> dict:
+    """Lab 01's break-even with its assumed share of the bandwidth roofline, and with the share measured here."""
+    from .. import tco
+
+    def volume(inp):
+        workload, price, host, horizon = tco.from_inputs(inp)
+        return tco.break_even_volume(workload, price, host, horizon, inp["api_engineer_fte"])
+
+    assumed = inputs["bandwidth_efficiency"]
+    measured_inputs = {**inputs, "bandwidth_efficiency": min(max(measured_efficiency, 0.01), 1.0)}
+    return {"assumed efficiency": assumed, "measured efficiency": measured_inputs["bandwidth_efficiency"],
+            "break-even assumed": volume(inputs), "break-even measured": volume(measured_inputs),
+            "gpus assumed": tco.outcome(inputs)["gpus"], "gpus measured": tco.outcome(measured_inputs)["gpus"]}
+
+
+def sweep_summary(records, slo=None):
+    """Per engine and concurrency, the summary of already collected records (for re-slicing a sweep by SLO)."""
+    import pandas as pd
+
+    groups: dict[tuple[str, int], list] = {}
+    for record in records:
+        groups.setdefault((record.engine, record.concurrency), []).append(record)
+    rows = [{"engine": e, "concurrency": c, **summarize(rs, slo=slo)} for (e, c), rs in sorted(groups.items())]
+    return pd.DataFrame(rows).set_index(["engine", "concurrency"])
+
+
+# ---------------------------------------------------------------- plots
+def plot_latency(records, ax=None):
+    """TTFT and E2E percentiles per engine (one marker per percentile)."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(7, 3.5))[1]
+    engines = sorted({r.engine for r in records})
+    for i, engine in enumerate(engines):
+        ok = [r for r in records if r.engine == engine and r.ok]
+        for metric, marker in (("ttft", "o"), ("e2e", "s")):
+            values = [getattr(r, metric) for r in ok]
+            ax.plot([50, 95, 99], [percentile(values, q) for q in (50, 95, 99)], marker=marker, color=f"C{i}",
+                    linestyle="-" if metric == "ttft" else "--", label=f"{engine} {metric.upper()}")
+    ax.set_xlabel("percentile"), ax.set_ylabel("seconds"), ax.set_xticks([50, 95, 99])
+    ax.legend(fontsize=7), ax.set_title("latency percentiles")
+    return ax
+
+
+def plot_sweep(table, ax=None):
+    """Output tokens/s and TTFT p50 against concurrency, one line per engine."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    for engine in table.index.get_level_values(0).unique():
+        part = table.loc[engine]
+        ax[0].plot(part.index, part["output tokens/s"], marker="o", label=engine)
+        ax[1].plot(part.index, part["ttft s p50"], marker="o", label=engine)
+    ax[0].set_xlabel("concurrent requests"), ax[0].set_ylabel("output tokens/s"), ax[0].set_title("throughput")
+    ax[1].set_xlabel("concurrent requests"), ax[1].set_ylabel("seconds"), ax[1].set_title("time to first token (p50)")
+    ax[0].legend(fontsize=7)
+    return ax
+
+
+def plot_roofline(table, ax=None):
+    """Achieved decode tokens/s per engine against the bandwidth bound."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(7, 3))[1]
+    ax.barh(table.index, table["decode tokens/s"], color="C0", label="measured")
+    ax.axvline(table["roofline tokens/s"].iloc[0], color="C3", linestyle="--", label="roofline (bandwidth bound)")
+    ax.set_xlabel("decode tokens/s at batch 1"), ax.legend(fontsize=7), ax.set_title("how close to the hardware limit")
+    return ax
+
+
+def plot_costs(table, ax=None):
+    """$ per 1M output tokens, measured options and API list prices, on a log scale."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(7, 3))[1]
+    colors = ["C2" if kind == "measured here" else "C1" for kind in table["kind"]]
+    ax.barh(table.index, table["usd per 1M output tokens"], color=colors)
+    ax.set_xscale("log"), ax.set_xlabel("USD per 1M output tokens (log)"), ax.set_title("green: measured here; orange: API list price")
+    return ax
+
+
+QUALITY_METRICS = ("valid JSON", "category", "product", "exact match")
+
+
+def quality_table(model, tokenizer, rows: int, few_shot_examples: int = 2, progress: bool = True):
+    """The support-desk task (Lab 03's test split) as the quality benchmark: the base model zero-shot and
+    few-shot measured here, and the Lab 03 adapter's result from your results store when Lab 03 saved one.
+    Rates with 95 % Wilson intervals; the ``source`` column says where each row comes from."""
+    import pandas as pd
+
+    from .. import finetune as ft
+    from .. import results
+
+    test, train = ft.load_tickets("test")[:rows], ft.load_tickets("train")
+    messages = [r["message"] for r in test]
+    measured = {"zero-shot (measured here)": ft.evaluate(ft.predict(model, tokenizer, messages, progress=progress), test),
+                "few-shot (measured here)": ft.evaluate(ft.predict(model, tokenizer, messages, examples=train[:few_shot_examples],
+                                                                   progress=progress), test)}
+    frames = []
+    for name, frame in measured.items():
+        part = frame.loc[list(QUALITY_METRICS), ["rate", "low", "high", "n"]].copy()
+        part["setting"], part["source"] = name, "this run"
+        frames.append(part)
+    stored = results.load().get("03", {})
+    if all(f"{m} after rate" in stored for m in QUALITY_METRICS):
+        n = stored.get("eval rows", {}).get("value", float("nan"))
+        part = pd.DataFrame({"rate": [stored[f"{m} after rate"]["value"] for m in QUALITY_METRICS],
+                             "low": [stored[f"{m} after low"]["value"] for m in QUALITY_METRICS],
+                             "high": [stored[f"{m} after high"]["value"] for m in QUALITY_METRICS], "n": n}, index=list(QUALITY_METRICS))
+        part["setting"], part["source"] = "LoRA adapter (your Lab 03 run)", f"results store, recorded {stored['category after rate']['recorded']}"
+        frames.append(part)
+    table = pd.concat(frames)
+    table.index.name = "metric"
+    return table.reset_index().set_index(["setting", "metric"])
+
+
+def plot_quality(table, ax=None):
+    """Rates with their 95 % intervals, grouped by metric, one colour per setting."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    ax = ax or plt.subplots(figsize=(8, 3.2))[1]
+    settings = list(dict.fromkeys(table.index.get_level_values(0)))
+    metrics = list(dict.fromkeys(table.index.get_level_values(1)))
+    width = 0.8 / len(settings)
+    for i, setting in enumerate(settings):
+        part = table.loc[setting].reindex(metrics)
+        x = np.arange(len(metrics)) + i * width
+        ax.bar(x, part["rate"], width, label=setting, color=f"C{i}")
+        ax.errorbar(x, part["rate"], yerr=[part["rate"] - part["low"], part["high"] - part["rate"]], fmt="none", color="black", capsize=3)
+    ax.set_xticks(np.arange(len(metrics)) + width * (len(settings) - 1) / 2, metrics)
+    ax.set_ylabel("share correct"), ax.set_ylim(0, 1.05), ax.legend(fontsize=7), ax.set_title("support-desk task, 95 % intervals")
+    return ax
