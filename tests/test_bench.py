@@ -211,3 +211,84 @@ def test_openai_engine_reports_an_endpoint_that_is_down_and_hides_the_key(monkey
     monkeypatch.delenv("OTS_TEST_KEY")
     with pytest.raises(InputError):
         OpenAIEngine("http://127.0.0.1:1/v1", "m", api_key_env="OTS_TEST_KEY")
+
+
+# ---------------------------------------------------------------- engines on the embedded model
+def test_in_process_engine_times_every_token(embedded):
+    from helpers.bench.engines import InProcessEngine
+
+    model, tokenizer = embedded
+    for cache in ("dynamic", "static"):
+        r = InProcessEngine(model, tokenizer, cache=cache).run("Say hello to a customer.", max_tokens=6)
+        assert r.ok and r.output_tokens == 6 and len(r.chunk_times) == 6, (cache, r)
+        assert r.start < r.chunk_times[0] <= r.chunk_times[-1] <= r.end
+    with pytest.raises(InputError):
+        InProcessEngine(model, tokenizer, cache="paged")
+
+
+def test_real_server_streams_through_the_openai_client_and_stops():
+    """`transformers serve` on the embedded model, on loopback, started and stopped by the kit."""
+    pytest.importorskip("openai")
+    pytest.importorskip("fastapi")
+    from helpers.bench.engines import OpenAIEngine
+    from helpers.bench.server import LocalServer
+    from helpers.models import ensure_embedded
+
+    with LocalServer(ensure_embedded(progress=False), startup_timeout_s=120) as server:
+        assert server.base_url.startswith("http://127.0.0.1:")
+        engine = OpenAIEngine(server.base_url, server.model)
+        r = engine.run("What is the capital of France?", max_tokens=8)
+        assert r.ok and 1 <= r.output_tokens <= 8 and r.input_tokens > 0 and r.ttft > 0
+        wrong = OpenAIEngine(server.base_url, "no-such-model").run("hi", 2)
+        assert wrong.error.startswith("HTTP 4") and "model name" in wrong.error
+    assert not server.alive()
+
+
+# ---------------------------------------------------------------- the plan, the cost layer, the claims
+def test_sweep_sizes_come_from_the_plan():
+    from helpers.bench.compare import bench_settings
+    from helpers.hardware import cpu_hardware
+    from helpers.plan import plan
+
+    full = bench_settings(plan("04", cpu_hardware(), override="tier=cpu"))
+    small = bench_settings(plan("04", cpu_hardware(), override="tier=cpu,batch=2"))
+    assert max(full.batches) <= plan("04", cpu_hardware(), override="tier=cpu").batch
+    assert small.batches == [1, 2] and max(small.concurrencies) <= 2
+
+
+def test_measured_efficiency_moves_the_break_even_the_right_way():
+    from helpers import tco
+    from helpers.bench.compare import break_even_with_measured_efficiency
+
+    inputs = tco.default_inputs()
+    worse = break_even_with_measured_efficiency(inputs, inputs["bandwidth_efficiency"] / 4)
+    same = break_even_with_measured_efficiency(inputs, inputs["bandwidth_efficiency"])
+    assert same["break-even measured"] == pytest.approx(same["break-even assumed"])
+    assert worse["gpus measured"] >= worse["gpus assumed"]
+    assert (worse["break-even measured"] or math.inf) >= worse["break-even assumed"]
+
+
+def test_cost_table_uses_the_dated_cpu_price():
+    from helpers.bench.compare import cost_table, cpu_price
+
+    cpu = cpu_price()
+    assert cpu["usd_per_hour"] > 0 and cpu["date"] and cpu["source"]
+    table = cost_table({"local": 100.0}, cpu["usd_per_hour"], {"api": 10.0})
+    assert table.loc["local", "usd per 1M output tokens"] == pytest.approx(cpu["usd_per_hour"] / 0.36)
+    assert table.loc["api", "kind"].startswith("API")
+
+
+def test_claims_follow_the_published_scores(monkeypatch):
+    from helpers.bench import claims
+
+    c13, c14 = claims.check_c13(), claims.check_c14()
+    assert c13["verdict"].startswith("holds") and "Meta" in c13["evidence"] and "2023-09-27" in c13["evidence"]
+    assert c14["verdict"].startswith("does not hold") and c14["ratios"]["MMLU"] == pytest.approx(82.0 / 86.4)
+    scores = claims.published_scores()
+    lowered = {k: dict(v) for k, v in scores.items()}
+    lowered[("llama3-70b-instruct", "MMLU")]["score"] = 72.0
+    lowered[("llama3-70b-instruct", "HumanEval")]["score"] = 57.0
+    monkeypatch.setattr(claims, "published_scores", lambda: lowered)
+    assert claims.check_c14()["verdict"] == "holds"
+    lowered[("mistral-7b-v0.1", "MMLU")]["score"] = 40.0
+    assert claims.check_c13()["verdict"].startswith("does not hold")

@@ -220,3 +220,58 @@ def plot_quality(table, ax=None):
     ax.set_xticks(np.arange(len(metrics)) + width * (len(settings) - 1) / 2, metrics)
     ax.set_ylabel("share correct"), ax.set_ylim(0, 1.05), ax.legend(fontsize=7), ax.set_title("support-desk task, 95 % intervals")
     return ax
+
+
+GPU_NAMES = {"NVIDIA H100 80GB HBM3": "H100", "NVIDIA H200": "H200", "Tesla T4": "T4", "NVIDIA A100-SXM4-80GB": "A100-80GB"}
+
+
+def recorded_gpu_rows():
+    """The GPU runs recorded in ``datasets/results/gpu_quantization.csv`` (batch-1 decode of a real
+    architecture), with the % of roofline and the $ per 1M output tokens at the median rental price.
+    Labelled as recorded: on the CPU tier these are the course's GPU measurements, not yours."""
+    from .. import quantize, tco
+
+    recorded = quantize.gpu_results()
+    if recorded is None:
+        return None
+    rows = []
+    for _, row in recorded.iterrows():
+        gpu = GPU_NAMES.get(row["hardware"], row["hardware"])
+        try:
+            usd = tco.rental_price(gpu)
+        except Exception:  # noqa: BLE001 - a GPU without a sourced price row is shown without a cost
+            usd = math.nan
+        rows.append({"hardware": gpu, "model": row["model"], "precision": row["precision"], "cache": row["cache"],
+                     "decode tokens/s": row["decode_tokens_per_s"], "% of roofline": row["pct_of_roofline"], "usd per hour": usd,
+                     "usd per 1M output tokens": usd_per_million_tokens(usd, row["decode_tokens_per_s"]), "recorded": row["date"]})
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+def measured_efficiency(device: str, roof, recorded, hardware_summary: str) -> tuple[float, str]:
+    """The share of the bandwidth roofline to put into Lab 01's model, and where it comes from: this run on
+    a GPU; on a CPU the best recorded GPU run (a CPU's share says nothing about a GPU), else this CPU's."""
+    if device == "cuda":
+        return roof["% of roofline"].max() / 100, f"this run ({hardware_summary})"
+    if recorded is not None:
+        best = recorded.loc[recorded["% of roofline"].idxmax()]
+        return best["% of roofline"] / 100, f"recorded {best['hardware']} run, {best['precision']} {best['cache']} cache ({best['recorded']})"
+    return roof["% of roofline"].max() / 100, f"this CPU ({hardware_summary})"
+
+
+def break_even_sentences(moved: dict, where: str) -> list[str]:
+    """Lab 04's words for :func:`break_even_with_measured_efficiency`: both break-evens and what moved them."""
+    def volume(value):
+        return f"{value:,.0f} conversations a month" if value else "never (self-hosting does not pay)"
+
+    lines = [f"Lab 01 assumed {moved['assumed efficiency']:.0%} of the roofline; measured: {moved['measured efficiency']:.0%} ({where})",
+             f"GPUs for the support desk: {moved['gpus assumed']} assumed -> {moved['gpus measured']} measured",
+             f"break-even with the assumption: {volume(moved['break-even assumed'])}",
+             f"break-even with the measurement: {volume(moved['break-even measured'])}"]
+    if moved["gpus measured"] == moved["gpus assumed"]:
+        lines.append(f"The bandwidth share moved from {moved['assumed efficiency']:.0%} to {moved['measured efficiency']:.0%}, but GPUs "
+                     f"come whole: {moved['gpus assumed']} still carry the peak, so the break-even stays. The GPU count is what would move it.")
+    else:
+        lines.append(f"The bandwidth share changed the GPU count from {moved['gpus assumed']} to {moved['gpus measured']}: that moved the break-even.")
+    return lines
