@@ -20,13 +20,43 @@ from pathlib import Path
 from ..paths import REPO_ROOT
 from .labs import BUILD, SOLUTIONS, assign, otter_bin
 
+class LazyGrader:
+    """otter's ``Notebook`` checker, created on the first ``grader.check(...)``: importing otter takes about
+    6 s, which every notebook's first cell would otherwise pay before the learner reads a line."""
+
+    def __init__(self, tests_dir: Path):
+        self._tests_dir = tests_dir
+        self._notebook = None
+
+    def _load(self):
+        if self._notebook is None:
+            import otter
+
+            try:
+                self._notebook = otter.Notebook(tests_dir=str(self._tests_dir))
+            except Exception as error:  # noqa: BLE001 - shown to the learner with the fix
+                from ..errors import InputError
+
+                raise InputError(f"otter could not load {self._tests_dir} ({type(error).__name__}: {error})",
+                                 fix="rebuild the lab (`bash kit build-labs`) or re-download it, then restart the kernel") from None
+        return self._notebook
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._load(), name)
+
+
 def make_grader(folder: str | Path = "."):
     """The otter checker for the exercises (``grader.check("q1")``), or None where checks cannot run.
 
     In ``labs/<lab>/`` the public checks live in ``tests/``; in ``solutions/`` there are none (the
     tests sit in the notebook itself) and None is returned quietly. Anywhere else the learner is
-    told, in one line each, why the checks are off and what to do: nothing is swallowed.
+    told, in one line each, why the checks are off and what to do: nothing is swallowed. otter itself
+    is imported at the first check (see :class:`LazyGrader`).
     """
+    import importlib.util
+
     folder = Path(folder).resolve()
     if folder.name == "solutions":
         return None
@@ -34,19 +64,11 @@ def make_grader(folder: str | Path = "."):
         print(f"Exercise checks are off: no tests/ folder in {folder}. Open the notebook from labs/<lab>/ "
               "(the setup cell does this on Colab), then re-run this cell.")
         return None
-    try:
-        import otter
-    except ImportError as error:
-        print(f"Exercise checks are off: otter-grader cannot be imported ({error}). "
+    if importlib.util.find_spec("otter") is None:
+        print("Exercise checks are off: otter-grader is not installed. "
               "Fix: run `bash kit setup` (or `pip install 'otter-grader>=7.0,<7.1'`), then restart the kernel.")
         return None
-    try:
-        return otter.Notebook(tests_dir=str(folder / "tests"))
-    except Exception as error:  # noqa: BLE001 - shown to the learner with the fix
-        print(f"Exercise checks are off: otter could not load {folder / 'tests'} ({type(error).__name__}: {error}). "
-              "Fix: rebuild the lab (`bash kit build-labs`) or re-download it, then restart the kernel.")
-        return None
-
+    return LazyGrader(folder / "tests")
 
 
 def autograder_zip(lab: str) -> Path:

@@ -167,8 +167,10 @@ def profile_precisions(plan, precisions: list[str] | None = None, questions: lis
     from ..models import load_model, weights_bytes
 
     precisions = precisions or precisions_for(plan)
-    # answer agreement: 2 prompts in quick mode, 3 on a CPU (int8/4-bit decoding is slow there), all on a GPU
-    questions = questions or prompts()[: 2 if plan.quick else 3 if plan.device == "cpu" else None]
+    # answer agreement: 2 prompts on a CPU (int8/4-bit decoding is slow there), all on a GPU
+    questions = questions or prompts()[: 2 if plan.quick or plan.device == "cpu" else None]
+    # decode speed over 16 new tokens on a CPU (each 4-bit token costs about 0.3 s there), 32 on a GPU
+    new_tokens = 16 if plan.device == "cpu" else 32
     text = text or heldout_text()
     rows, replies = [], {}
     for precision in tqdm(precisions, desc="precisions", disable=not progress):
@@ -178,7 +180,7 @@ def profile_precisions(plan, precisions: list[str] | None = None, questions: lis
         load_s = time.perf_counter() - start
         predicted = estimate_memory(plan.model, precision, plan.context, 1, device=plan.device)
         measured = weights_bytes(model) / 1e9
-        speed = decode_speed(model, tokenizer)
+        speed = decode_speed(model, tokenizer, new_tokens=new_tokens)
         rows.append({
             "precision": precision, "load s": load_s, "weights GB predicted": predicted.weights_gb, "weights GB measured": measured,
             "measured / predicted": measured / predicted.weights_gb, "process RSS GB": rss_gb(), "RSS growth GB": rss_gb() - before,
