@@ -17,23 +17,24 @@ LOOP_TIMEOUT_S = 5  # a looping submission is cut off at this, then again at twi
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    subs = tmp_path_factory.mktemp("submissions")
-    nbformat.write(course.answered_lab(LAB), subs / "alice_full.ipynb")
-    nbformat.write(course.answered_lab(LAB, set()), subs / "bob_blank.ipynb")
-    nbformat.write(course.answered_lab(LAB, {0}), subs / "carol_partial.ipynb")
+    loaded, rest = tmp_path_factory.mktemp("under_load"), tmp_path_factory.mktemp("submissions")
+    nbformat.write(course.answered_lab(LAB), loaded / "alice_full.ipynb")
+    nbformat.write(course.answered_lab(LAB, set()), rest / "bob_blank.ipynb")
+    nbformat.write(course.answered_lab(LAB, {0}), rest / "carol_partial.ipynb")
     deleting = course.answered_lab(LAB)
     deleting.cells.insert(5, nbformat.v4.new_code_cell(
         "import os, shutil\nfor f in os.listdir('.'):\n    shutil.rmtree(f) if os.path.isdir(f) else os.remove(f)"))
-    nbformat.write(deleting, subs / "dave_deletes.ipynb")
+    nbformat.write(deleting, rest / "dave_deletes.ipynb")
     before = sorted(p.name for p in (ROOT / "labs" / LAB).rglob("*"))
-    # another job keeps a core busy for the whole grading run
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])]
+    grades = tmp_path_factory.mktemp("grades")
+    # the correct submission is graded while another job keeps a core busy
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        out = course.grade_folder(subs, LAB, tmp_path_factory.mktemp("grades") / "grades.csv", timeout_s=TIMEOUT_S, workers=2)
+        under_load = course.grade_folder(loaded, LAB, grades / "loaded.csv", timeout_s=TIMEOUT_S, workers=1)
     finally:
-        for burner in burners:
-            burner.kill()
-    rows = {row["student"]: row for row in csv.DictReader(open(out))}
+        burner.kill()
+    others = course.grade_folder(rest, LAB, grades / "rest.csv", timeout_s=TIMEOUT_S, workers=2)
+    rows = {row["student"]: row for out in (under_load, others) for row in csv.DictReader(open(out))}
     return rows, before
 
 

@@ -19,7 +19,7 @@ def test_estimator_matches_measured_weights_within_10_percent(precision):
 
 def test_quantized_model_still_answers_and_perplexity_orders(embedded):
     model, tokenizer = embedded
-    text = q.heldout_text()
+    text = q.heldout_text()[:1200]  # a third of the article: enough to order the precisions, a third of the time
     full = q.perplexity(model, tokenizer, text)
     nf4_model, nf4_tokenizer = load_model("smollm2-135m", precision="nf4", device="cpu")
     assert 1 < full < q.perplexity(nf4_model, nf4_tokenizer, text)

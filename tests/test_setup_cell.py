@@ -23,7 +23,7 @@ def test_colab_branch_clones_installs_and_opens_the_lab(tmp_path):
     colab_root = tmp_path / "content"
     colab_root.mkdir()
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "fake_modules"), OTS_COLAB_ROOT=str(colab_root),
-               OTS_REPO_URL=f"file://{ROOT}", OTS_PIP=str(recorder), OTS_PYTHON=sys.executable, TMPDIR=str(tmp_path))
+               OTS_REPO_URL=str(ROOT), OTS_PIP=str(recorder), OTS_PYTHON=sys.executable, TMPDIR=str(tmp_path))
     # Colab imports google.colab before any cell runs
     cell = "import google.colab\n" + course.setup_cell_source(LAB) + "\nimport helpers\nprint('CWD', os.getcwd())\nprint('HELPERS', helpers.__file__)\n"
     run = subprocess.run([sys.executable, "-c", cell], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)

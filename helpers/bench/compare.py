@@ -30,7 +30,7 @@ def bench_settings(plan) -> BenchSettings:
                              quality_rows=4, compile=False)
     if plan.device == "cpu":
         return BenchSettings(max_tokens=16, repeats=3, concurrencies=powers[:3], requests_per_level=4, batches=powers[:4],
-                             quality_rows=16, compile=False)
+                             quality_rows=12, compile=False)
     return BenchSettings(max_tokens=64, repeats=5, concurrencies=powers, requests_per_level=2 * powers[-1], batches=powers,
                          quality_rows=200, compile=True)
 

@@ -1,0 +1,186 @@
+"""A faithful stand-in for a paid chat-completions API, on loopback, for Lab 05 and its tests.
+
+It speaks the OpenAI wire format the official client expects: ``POST /v1/chat/completions``
+(non-streaming JSON with ``usage``, or server-sent events ending in ``data: [DONE]``, with a final
+usage chunk when ``stream_options.include_usage`` is set) and ``GET /v1/models``. Each request
+waits a latency drawn from a seeded log-normal distribution, and a configurable share of requests
+fails the ways real APIs fail: 429 with ``Retry-After``, 500, 503, a timeout (the answer comes too
+late) and a dropped connection. Every request is recorded (``server.seen``), so a test can prove
+what left the machine.
+
+Nothing here is a model: the reply is a fixed, deterministic sentence whose length follows
+``max_tokens``; token counts are words, which is all the router and the ledger need.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from ..errors import InputError
+
+HOST = "127.0.0.1"
+FAULTS = ("429", "500", "503", "timeout", "drop")
+
+
+@dataclass
+class UpstreamConfig:
+    """Latency (log-normal: median and spread) and fault shares (each a probability per request)."""
+
+    model: str = "stand-in-paid-model"
+    median_latency_s: float = 0.05
+    latency_sigma: float = 0.5
+    faults: dict[str, float] = field(default_factory=dict)
+    retry_after_s: float = 0.05
+    timeout_s: float = 5.0  # how long a "timeout" fault holds the request before answering
+    seed: int = 0
+
+    def __post_init__(self):
+        unknown = set(self.faults) - set(FAULTS)
+        if unknown:
+            raise InputError(f"unknown fault kind(s) {sorted(unknown)}", fix=f"use any of {', '.join(FAULTS)}")
+        if sum(self.faults.values()) > 1 or any(v < 0 for v in self.faults.values()):
+            raise InputError(f"fault shares {self.faults} must be >= 0 and add up to at most 1", fix="lower the shares")
+
+
+def _reply_words(prompt: str, max_tokens: int) -> list[str]:
+    base = ("Thanks for reaching out. We have looked at your request and will follow up shortly with the next steps "
+            "and any details we still need from you.").split()
+    words = (base * (max_tokens // len(base) + 1))[:max(1, max_tokens)]
+    return words
+
+
+class StandInUpstream:
+    """``with StandInUpstream(UpstreamConfig(faults={"429": 0.1})) as api: OpenAI(base_url=api.base_url, ...)``"""
+
+    def __init__(self, config: UpstreamConfig | None = None, port: int = 0):
+        self.config = config or UpstreamConfig()
+        self._random = random.Random(self.config.seed)
+        self._lock = threading.Lock()
+        self.seen: list[dict] = []
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet: the ledger is the log
+                pass
+
+            def do_GET(self):
+                if self.path.rstrip("/") == "/v1/models":
+                    upstream._json(self, 200, {"object": "list", "data": [{"id": upstream.config.model, "object": "model"}]})
+                else:
+                    upstream._json(self, 404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+
+            def do_POST(self):
+                upstream._chat(self)
+
+        self._server = ThreadingHTTPServer((HOST, port), Handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1"
+
+    def start(self) -> "StandInUpstream":
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "StandInUpstream":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- behaviour
+    def _draw(self) -> tuple[float, str | None]:
+        with self._lock:
+            latency = self.config.median_latency_s * math.exp(self.config.latency_sigma * self._random.gauss(0, 1))
+            roll, fault, acc = self._random.random(), None, 0.0
+            for kind, share in self.config.faults.items():
+                acc += share
+                if roll < acc:
+                    fault = kind
+                    break
+        return latency, fault
+
+    @staticmethod
+    def _json(handler, status: int, body: dict, headers: dict | None = None) -> None:
+        data = json.dumps(body).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            handler.send_header(key, value)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def _chat(self, handler) -> None:
+        if handler.path.rstrip("/") != "/v1/chat/completions":
+            return self._json(handler, 404, {"error": {"message": f"no route {handler.path}", "type": "not_found"}})
+        try:
+            length = int(handler.headers.get("Content-Length", 0))
+            request = json.loads(handler.rfile.read(length) or b"{}")
+            messages = request["messages"]
+            prompt = " ".join(str(m.get("content", "")) for m in messages)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return self._json(handler, 400, {"error": {"message": "body must be JSON with a messages list", "type": "invalid_request_error"}})
+        latency, fault = self._draw()
+        with self._lock:
+            self.seen.append({"model": request.get("model"), "prompt": prompt, "fault": fault, "stream": bool(request.get("stream")),
+                              "authorization": bool(handler.headers.get("Authorization"))})
+        if fault == "drop":
+            handler.close_connection = True
+            handler.connection.shutdown(2)  # the socket closes with no response: the client sees a dropped connection
+            return
+        if fault == "timeout":
+            time.sleep(self.config.timeout_s)
+        else:
+            time.sleep(latency)
+        if fault == "429":
+            return self._json(handler, 429, {"error": {"message": "rate limited", "type": "rate_limit_error"}},
+                              {"Retry-After": f"{self.config.retry_after_s:g}"})
+        if fault in ("500", "503"):
+            return self._json(handler, int(fault), {"error": {"message": "upstream error", "type": "server_error"}})
+        words = _reply_words(prompt, int(request.get("max_tokens") or 32))
+        usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(words),
+                 "total_tokens": len(prompt.split()) + len(words)}
+        base = {"id": f"chatcmpl-{len(self.seen)}", "created": int(time.time()), "model": request.get("model") or self.config.model}
+        if not request.get("stream"):
+            return self._json(handler, 200, {**base, "object": "chat.completion", "usage": usage, "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": " ".join(words)}, "finish_reason": "stop"}]})
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Cache-Control", "no-cache")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.close_connection = True
+        chunk = {**base, "object": "chat.completion.chunk"}
+
+        def send(payload):
+            handler.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
+            handler.wfile.flush()
+
+        send({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+        for i, word in enumerate(words):
+            send({**chunk, "choices": [{"index": 0, "delta": {"content": (" " if i else "") + word}, "finish_reason": None}]})
+        send({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if (request.get("stream_options") or {}).get("include_usage"):
+            send({**chunk, "choices": [], "usage": usage})
+        handler.wfile.write(b"data: [DONE]\n\n")
+        handler.wfile.flush()
