@@ -20,6 +20,8 @@ Course stages (lab number -> subpackage, each with its logic and a ``claims`` mo
 - Lab 01 ``helpers.tco``       API vs self-hosting costs
 - Lab 02 ``helpers.quantize``  precisions measured: memory, speed, quality, what fits where
 - Lab 03 ``helpers.finetune``  LoRA / QLoRA on the support-desk task, before/after evaluation
+- Lab 04 ``helpers.bench``     one harness for every engine: latency, throughput, roofline, $ per 1M tokens, quality
+- Lab 05 ``helpers.deploy``    router, ledger, PII detection, stand-in paid API (the notebook is still to come)
 
 Course tooling: ``helpers.course`` (setup cell, labs builder, grading, pytest plugin, GPU check).
 

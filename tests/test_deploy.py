@@ -291,3 +291,29 @@ def test_reliability_1000_requests_at_concurrency_50_with_faults_and_a_local_res
     assert rows["cost_usd"].sum() == pytest.approx(router.ledger.totals()["cost_usd"]) == pytest.approx(router.ledger.spent())
     assert (rows["route"] == "paid").any() and (rows["route"] == "local").any()
     assert elapsed <= 60, f"{elapsed:.0f} s"
+
+
+# ---------------------------------------------------------------- difficulty
+def test_difficulty_score_beats_the_baseline_on_held_out_templates():
+    from helpers import finetune as ft
+    from helpers.deploy import difficulty
+
+    model = difficulty.fit(ft.load_tickets("train"))
+    result = difficulty.accuracy(model, ft.load_tickets("test"))
+    # the test split uses other templates and other connecting phrases than training
+    assert result["low"] > result["always-simple baseline"], result
+    assert 0 <= model("Where is my parcel?") < 0.5
+    with pytest.raises(InputError):
+        difficulty.fit([r for r in ft.load_tickets("train") if r["difficulty"] == "simple"])
+
+
+def test_the_router_escalates_with_the_learned_score(tmp_path):
+    from helpers import finetune as ft
+    from helpers.deploy import difficulty
+
+    model = difficulty.fit(ft.load_tickets("train"))
+    hard = next(r["message"] for r in ft.load_tickets("test") if r["difficulty"] == "multi_issue" and not r["pii_spans"] and model(r["message"]) >= 0.5)
+    with StandInUpstream(UpstreamConfig(median_latency_s=0.0)) as local, StandInUpstream(UpstreamConfig(median_latency_s=0.0)) as paid:
+        router = make_router(tmp_path, local, paid, difficulty=model)
+        assert router.handle("hard", hard, max_tokens=4).route == "paid"
+        assert router.handle("easy", "Where is my parcel?", max_tokens=4).route == "local"

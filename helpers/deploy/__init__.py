@@ -6,7 +6,8 @@
 - ``helpers.deploy.pii``       personal data found with Presidio offline (plus the kit's phone formats), redaction, recall
 - ``helpers.deploy.router``    policy as data (TOML), PII stays local, hard requests escalate, retries with backoff
                                honouring Retry-After, circuit breakers, fallbacks, one ledger row per request
+- ``helpers.deploy.difficulty`` the difficulty score, learned from the dataset's labels (accuracy with an interval)
 
-Still to come (issue 10): the learned difficulty score, the traffic simulation, the notebook, claims C15/C16.
+Still to come (issue 10): the traffic simulation, the notebook, claims C15/C16, the README's scale-out example.
 """
-from . import ledger, pii, router, upstream  # noqa: F401
+from . import difficulty, ledger, pii, router, upstream  # noqa: F401
