@@ -10,7 +10,7 @@ cost inside an ``IMMEDIATE`` transaction that first checks spent + reserved + es
 processes sharing the file) serialise on that transaction, so together they can never overshoot the cap.
 
 Other database URLs (PostgreSQL through SQLAlchemy) are named in the README as the way to share one
-ledger between several routers; this module implements SQLite and refuses other URLs with that fix.
+ledger between several routers (not implemented yet); this module implements SQLite and refuses other URLs with that fix.
 """
 from __future__ import annotations
 
