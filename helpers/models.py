@@ -258,9 +258,11 @@ def load_model(ref: str | None = None, precision: str | None = None, device: str
         kwargs["dtype"] = getattr(torch, TORCH_DTYPES[precision])
         kwargs["device_map"] = device
     else:
-        compute = compute_dtype if compute_dtype not in (None, "float32") else default_compute_dtype(device)
+        compute = compute_dtype or default_compute_dtype(device)
         kwargs["quantization_config"] = quantization_config(precision, compute)
-        kwargs["dtype"] = getattr(torch, compute)
+        # the layers left unquantized (embeddings, norms) are stored in 16 bits on every tier, so the memory
+        # the estimator predicts is the same on a CPU (fp32 compute) as on a GPU (16-bit compute)
+        kwargs["dtype"] = getattr(torch, compute if compute != "float32" else "bfloat16")
         kwargs["device_map"] = device
     token = _hf_token() if resolved.source == "hub" else None
     try:
@@ -284,10 +286,11 @@ def load_model(ref: str | None = None, precision: str | None = None, device: str
 
 
 def default_compute_dtype(device: str) -> str:
-    """The hardware's 16-bit compute dtype for quantized layers (``helpers.hardware.half_dtype``)."""
-    from .hardware import cpu_hardware, detect_hardware, half_dtype
+    """The compute dtype for quantized layers: the GPU's 16-bit type (``helpers.hardware.half_dtype``), fp32 on a
+    CPU (see :func:`helpers.plan.compute_dtype_for`)."""
+    from .hardware import detect_hardware, half_dtype
 
-    return half_dtype(detect_hardware() if device.startswith("cuda") else cpu_hardware())
+    return half_dtype(detect_hardware()) if device.startswith("cuda") else "float32"
 
 
 def load_gguf(ref: str | None = None, device: str = "cpu", quiet: bool = True):

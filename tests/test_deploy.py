@@ -317,3 +317,115 @@ def test_the_router_escalates_with_the_learned_score(tmp_path):
         router = make_router(tmp_path, local, paid, difficulty=model)
         assert router.handle("hard", hard, max_tokens=4).route == "paid"
         assert router.handle("easy", "Where is my parcel?", max_tokens=4).route == "local"
+
+
+def test_rules_route_by_words_but_never_move_personal_data(tmp_path):
+    from helpers.deploy.router import policy_from_dict
+
+    with StandInUpstream(UpstreamConfig(median_latency_s=0.0)) as local, StandInUpstream(UpstreamConfig(median_latency_s=0.0)) as paid:
+        router = make_router(tmp_path, local, paid)  # the shipped policy has a "legal threats" rule to the paid API
+        legal = router.handle("l", "I will take legal action about this charge", max_tokens=4)
+        private = router.handle("p", "My lawyer is at ines.rossi@mail.com", max_tokens=4)
+    assert legal.route == "paid" and legal.reason == "rule: legal threats"
+    assert private.route == "local" and private.reason == "personal data stays local"
+    base = {"local": {"base_url": "x", "model": "m"}}
+    with pytest.raises(InputError) as info:
+        policy_from_dict({**base, "rules": [{"name": "r", "contains": ["a"], "route": "gpu-cluster"}]})
+    assert "unknown upstream 'gpu-cluster'" in str(info.value) and "local" in info.value.fix
+    with pytest.raises(InputError) as info:
+        policy_from_dict({**base, "rules": [{"name": "r", "contains": [], "route": "local"}]})
+    assert "contains" in str(info.value)
+
+
+def test_an_upstream_answering_garbage_is_named_and_nothing_is_lost(tmp_path):
+    with StandInUpstream(UpstreamConfig(median_latency_s=0.0, faults={"garbage": 1.0})) as local, \
+            StandInUpstream(UpstreamConfig(median_latency_s=0.0, faults={"garbage": 1.0})) as paid:
+        router = make_router(tmp_path, local, paid)
+        answer = router.handle("g", "Where is my parcel?", max_tokens=4)
+    assert answer.outcome == "failed" and "not an OpenAI chat completion" in answer.error and "/v1" in answer.error
+    assert router.ledger.rows().set_index("request_id").loc["g", "outcome"] == "failed"
+
+
+LEAKY = """
+def leaky_decide(message):
+    sensitive = bool(find_pii(message))
+    hard = difficulty(message) >= 0.5
+    order = ["paid", "local"] if hard and not sensitive else ["local", "paid"]
+    return order, "leaky", False
+"""
+
+
+def test_the_guard_stops_a_leaky_decision_and_without_it_the_audit_sees_the_leak(tmp_path):
+    from helpers.deploy import traffic
+    from helpers.deploy.pii import find_pii
+
+    scope = {"find_pii": find_pii, "difficulty": lambda m: 0.1}
+    exec(LEAKY, scope)
+    message = "Please call me back on (555) 314-9607 about my order"
+    day = [traffic.Request("x", 0.0, message, ["(555) 314-9607"], "simple", ("phone",))]
+    for guard in (True, False):
+        with StandInUpstream(UpstreamConfig(median_latency_s=0.0, faults={"503": 1.0})) as local, \
+                StandInUpstream(UpstreamConfig(median_latency_s=0.0)) as paid:
+            router = make_router(tmp_path / str(guard), local, paid)
+            router.guard, router.decide = guard, scope["leaky_decide"]
+            answer = router.handle("x", message, max_tokens=4)
+        audit = traffic.pii_audit(day, [seen["prompt"] for seen in paid.seen])
+        if guard:
+            assert answer.outcome == "failed" and "blocked" in answer.error and audit.loc["phone", "reached the paid API"] == 0
+        else:
+            assert answer.route == "paid" and audit.loc["phone", "reached the paid API"] == 1 and router.sent_to_paid_with_pii == 1
+
+
+# ---------------------------------------------------------------- the simulated day
+def test_the_day_follows_the_scenario_peak_and_is_seeded():
+    from helpers import finetune as ft
+    from helpers.deploy import traffic
+
+    shares = traffic.hourly_shares(2.5)
+    assert sum(shares) == pytest.approx(1) and max(shares) * 24 == pytest.approx(2.5)
+    assert shares.index(max(shares)) in (12, 13) and traffic.hourly_shares(1.0) == pytest.approx([1 / 24] * 24)
+    with pytest.raises(InputError):
+        traffic.hourly_shares(9.0)
+    rows = ft.load_tickets("test")
+    day = traffic.sample_day(rows, 500, 2.5, seed=4)
+    assert [r.at_s for r in day] == sorted(r.at_s for r in day) and day == traffic.sample_day(rows, 500, 2.5, seed=4)
+    busy = sum(9 <= r.hour < 17 for r in day) / len(day)
+    assert busy > 0.5  # business hours carry most of the day
+    assert any(r.pii_values for r in day) and all(v in r.message for r in day for v in r.pii_values)
+    assert all(len(r.pii_kinds) == len(r.pii_values) for r in day)
+
+
+def test_replaying_a_day_with_an_outage_loses_nothing_and_bills_it(tmp_path):
+    from helpers import finetune as ft
+    from helpers.deploy import traffic
+
+    day = traffic.sample_day(ft.load_tickets("test"), 120, 2.5, seed=1)
+    paid = StandInUpstream(UpstreamConfig(median_latency_s=0.0, faults={"500": 0.2}, seed=2)).start()
+    local = StandInUpstream(UpstreamConfig(median_latency_s=0.0, seed=3)).start()
+    port = local.port
+    holder = {"local": local}
+
+    def outage():
+        holder["local"].stop()
+
+    def restart():
+        holder["local"] = StandInUpstream(UpstreamConfig(median_latency_s=0.0, seed=4), port=port).start()
+
+    try:
+        router = make_router(tmp_path, local, paid, difficulty=lambda m: 0.9 if len(m) > 160 else 0.1)
+        table = traffic.replay(router, day, concurrency=8, max_tokens=8, events={12.0: outage, 14.0: restart}, progress=False)
+    finally:
+        paid.stop()
+        holder["local"].stop()
+    rows = router.ledger.rows()
+    assert len(table) == len(rows) == 120 and set(table["outcome"]) <= {"answered", "failed"}
+    outage_hours = table[(table["hour"] >= 12) & (table["hour"] < 14)]
+    detected = outage_hours["pii_kinds"].str.contains("email|phone|iban|card")
+    assert (outage_hours[~outage_hours["has_pii"]]["route"] == "paid").all()  # routine traffic fell back
+    assert (outage_hours[detected]["outcome"] == "failed").all()  # personal data waited: never sent
+    audit = traffic.pii_audit(day, [s["prompt"] for s in paid.seen])
+    assert audit[audit["detected by the router"]]["reached the paid API"].sum() == 0 and audit["values"].sum() > 0
+    figures = traffic.report(table, rows, (0.15, 0.6), scale=1000)
+    assert figures["lost"] == 0 and figures["day_hybrid_usd"] < figures["day_all_api_usd"]
+    assert figures["day_hybrid_usd"] == pytest.approx(rows["cost_usd"].sum() * 1000)
+    assert set(figures["latency"].index) <= {"local", "paid"} and figures["hourly"].shape == (24, 2)

@@ -41,9 +41,24 @@ class UpstreamSpec:
 
 
 @dataclass
+class Rule:
+    """A routing rule from the policy's ``[[rules]]``: messages containing any of ``contains`` (case-insensitive)
+    go to ``route`` first. Personal data is checked before any rule: a rule never sends it off the machine."""
+
+    name: str
+    contains: list[str]
+    route: str  # "local" or "paid"
+
+    def matches(self, message: str) -> bool:
+        text = message.lower()
+        return any(word.lower() in text for word in self.contains)
+
+
+@dataclass
 class Policy:
     local: UpstreamSpec
     paid: UpstreamSpec | None = None
+    rules: list[Rule] = field(default_factory=list)
     monthly_cap_usd: float = 100.0
     hard_threshold: float = 0.5
     fallback_local_to_paid: bool = True
@@ -86,10 +101,10 @@ def policy_from_dict(data: dict, where: str = "policy") -> Policy:
             upstreams[name] = UpstreamSpec(name=name, **section)
     if "local" not in upstreams:
         raise InputError(f"{where}: no [local] upstream", fix="add a [local] section with base_url and model")
-    settings = {}
+    settings = {"rules": _rules(data.get("rules", []), where, upstreams)}
     for section in ("budget", "routing", "resilience"):
         for key, value in data.get(section, {}).items():
-            if key not in known or key in ("local", "paid"):
+            if key not in known or key in ("local", "paid", "rules"):
                 raise InputError(f"{where}: unknown key {key!r} in [{section}]",
                                  fix=f"use one of: {', '.join(n for n in known if n not in ('local', 'paid'))}")
             expected = type(known[key].default)
@@ -98,10 +113,33 @@ def policy_from_dict(data: dict, where: str = "policy") -> Policy:
             if not isinstance(value, expected):
                 raise InputError(f"{where}: [{section}] {key} = {value!r} should be a {expected.__name__}", fix=f"write {key} as a {expected.__name__}")
             settings[key] = value
-    unknown_sections = set(data) - {"local", "paid", "budget", "routing", "resilience"}
+    unknown_sections = set(data) - {"local", "paid", "budget", "routing", "resilience", "rules"}
     if unknown_sections:
-        raise InputError(f"{where}: unknown section(s) {sorted(unknown_sections)}", fix="use [local], [paid], [budget], [routing], [resilience]")
+        raise InputError(f"{where}: unknown section(s) {sorted(unknown_sections)}",
+                         fix="use [local], [paid], [budget], [routing], [resilience] and [[rules]]")
     return Policy(local=upstreams["local"], paid=upstreams.get("paid"), **settings)
+
+
+def _rules(items, where: str, upstreams: dict) -> list[Rule]:
+    if not isinstance(items, list):
+        raise InputError(f"{where}: rules must be an array of tables", fix="write each rule as [[rules]] with name, contains, route")
+    rules = []
+    for i, item in enumerate(items, start=1):
+        unknown = set(item) - {"name", "contains", "route"}
+        if unknown:
+            raise InputError(f"{where}: unknown key(s) {sorted(unknown)} in rule {i}", fix="a rule has only name, contains and route")
+        contains = item.get("contains")
+        if isinstance(contains, str):
+            contains = [contains]
+        if not contains or not all(isinstance(word, str) and word.strip() for word in contains):
+            raise InputError(f"{where}: rule {i} ({item.get('name', 'unnamed')}) needs contains = a list of words",
+                             fix='e.g. contains = ["chargeback", "lawyer"]')
+        route = item.get("route")
+        if route not in upstreams:
+            raise InputError(f"{where}: rule {i} ({item.get('name', 'unnamed')}) routes to unknown upstream {route!r}",
+                             fix=f"route to one of the upstreams the policy defines: {', '.join(sorted(upstreams))}")
+        rules.append(Rule(str(item.get("name", f"rule {i}")), list(contains), route))
+    return rules
 
 
 class CircuitBreaker:
@@ -151,7 +189,10 @@ class Router:
     """``Router(policy, ledger, pii=find_pii, difficulty=score)``; ``handle(request_id, message)`` -> :class:`Answer`."""
 
     def __init__(self, policy: Policy, ledger: Ledger, pii: Callable[[str], list] | None = None,
-                 difficulty: Callable[[str], float] | None = None):
+                 difficulty: Callable[[str], float] | None = None,
+                 decide: Callable[[str], tuple[list[str], str, bool]] | None = None, guard: bool = True):
+        """``decide`` replaces :meth:`decide` (Lab 05's exercise plugs a leaky one in); ``guard`` is the last line
+        of defence at the paid call itself (on by default; the exercise turns it off to show what the leak does)."""
         import openai
 
         if pii is None:
@@ -170,6 +211,10 @@ class Router:
             self.prices["paid"] = (price.input / 1e6, price.output / 1e6)
         self._transient = (openai.RateLimitError, openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError)
         self.sent_to_paid_with_pii = 0  # the invariant a test checks: stays 0
+        self.blocked_by_guard = 0
+        self.guard = guard
+        if decide is not None:
+            self.decide = decide
 
     @staticmethod
     def _client(spec: UpstreamSpec):
@@ -188,8 +233,13 @@ class Router:
         """(upstreams to try in order, reason, sensitive)."""
         if self.pii(message):
             return ["local"], "personal data stays local", True
-        hard = self.difficulty(message) >= self.policy.hard_threshold
         paid = "paid" in self.clients
+        for rule in self.policy.rules:
+            if rule.matches(message):
+                other = [name for name in ("local", "paid") if name != rule.route and name in self.clients]
+                allowed = self.policy.fallback_paid_to_local if rule.route == "paid" else self.policy.fallback_local_to_paid
+                return [rule.route] + (other if allowed else []), f"rule: {rule.name}", False
+        hard = self.difficulty(message) >= self.policy.hard_threshold
         if hard and paid:
             return ["paid"] + (["local"] if self.policy.fallback_paid_to_local else []), "hard: paid API", False
         return ["local"] + (["paid"] if paid and self.policy.fallback_local_to_paid else []), "routine: local", False
@@ -220,8 +270,12 @@ class Router:
                                                                       messages=[{"role": "user", "content": message}])
         except RetryError as error:  # pragma: no cover - reraise=True raises the last error instead
             raise error.last_attempt.exception() from None
-        text = reply.choices[0].message.content or ""
-        usage = reply.usage
+        try:
+            text = reply.choices[0].message.content or ""
+            usage = reply.usage
+        except (AttributeError, IndexError, TypeError):
+            raise RoutingError(f"the {name} upstream answered something that is not an OpenAI chat completion ({str(reply)[:60]!r})",
+                               fix=f"check that [{name}] base_url ({spec.base_url}) is an OpenAI-compatible endpoint ending in /v1") from None
         return text, (usage.prompt_tokens if usage else 0), (usage.completion_tokens if usage else len(text.split())), attempts - 1
 
     def handle(self, request_id: str, message: str, max_tokens: int | None = None) -> Answer:
@@ -238,9 +292,12 @@ class Router:
                 continue
             reservation = None
             if name == "paid":
-                if sensitive:  # the invariant, enforced where the call is made, not only where the plan is made
-                    self.sent_to_paid_with_pii += 1
-                    raise RoutingError("personal data was about to reach the paid API", fix="this is a router bug: report it")
+                if sensitive or self.pii(message):  # checked again where the call is made, not only where the plan is
+                    if self.guard:
+                        self.blocked_by_guard += 1
+                        errors.append("paid: blocked, the message holds personal data")
+                        continue
+                    self.sent_to_paid_with_pii += 1  # only with guard=False (the exercise's leaky router)
                 try:
                     reservation = self.ledger.reserve(request_id, self._estimate(message, max_tokens))
                 except BudgetExceeded as error:
@@ -254,7 +311,7 @@ class Router:
                 self.breakers[name].failure()
                 if reservation is not None:
                     self.ledger.settle(reservation, 0.0)
-                errors.append(f"{name}: {type(error).__name__}")
+                errors.append(f"{name}: {error}" if isinstance(error, KitError) else f"{name}: {type(error).__name__}")
                 continue
             self.breakers[name].success()
             retries += tried

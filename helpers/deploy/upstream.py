@@ -5,7 +5,7 @@ It speaks the OpenAI wire format the official client expects: ``POST /v1/chat/co
 usage chunk when ``stream_options.include_usage`` is set) and ``GET /v1/models``. Each request
 waits a latency drawn from a seeded log-normal distribution, and a configurable share of requests
 fails the ways real APIs fail: 429 with ``Retry-After``, 500, 503, a timeout (the answer comes too
-late) and a dropped connection. Every request is recorded (``server.seen``), so a test can prove
+late), a dropped connection, and garbage (a 200 whose body is an HTML page, as from a misconfigured proxy). Every request is recorded (``server.seen``), so a test can prove
 what left the machine.
 
 Nothing here is a model: the reply is a fixed, deterministic sentence whose length follows
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ..errors import InputError
 
 HOST = "127.0.0.1"
-FAULTS = ("429", "500", "503", "timeout", "drop")
+FAULTS = ("429", "500", "503", "timeout", "drop", "garbage")
 
 
 @dataclass
@@ -62,6 +63,7 @@ class StandInUpstream:
         self._random = random.Random(self.config.seed)
         self._lock = threading.Lock()
         self.seen: list[dict] = []
+        self._connections: set = set()
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -69,6 +71,16 @@ class StandInUpstream:
 
             def log_message(self, *args):  # quiet: the ledger is the log
                 pass
+
+            def setup(self):
+                super().setup()
+                with upstream._lock:
+                    upstream._connections.add(self.connection)
+
+            def finish(self):
+                with upstream._lock:
+                    upstream._connections.discard(self.connection)
+                super().finish()
 
             def do_GET(self):
                 if self.path.rstrip("/") == "/v1/models":
@@ -98,8 +110,16 @@ class StandInUpstream:
         return self
 
     def stop(self) -> None:
+        """Stop like a crashed server: no new connections, and the open keep-alive ones are cut too."""
         self._server.shutdown()
         self._server.server_close()
+        with self._lock:
+            open_connections = list(self._connections)
+        for connection in open_connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def __enter__(self) -> "StandInUpstream":
         return self.start()
@@ -155,6 +175,14 @@ class StandInUpstream:
         if fault == "429":
             return self._json(handler, 429, {"error": {"message": "rate limited", "type": "rate_limit_error"}},
                               {"Retry-After": f"{self.config.retry_after_s:g}"})
+        if fault == "garbage":
+            data = b"<html><body>Welcome to nginx!</body></html>"
+            handler.send_response(200)
+            handler.send_header("Content-Type", "text/html")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return
         if fault in ("500", "503"):
             return self._json(handler, int(fault), {"error": {"message": "upstream error", "type": "server_error"}})
         words = _reply_words(prompt, int(request.get("max_tokens") or 32))
