@@ -87,6 +87,7 @@ class LocalServer:
         if shutil.which(self.command[0]) is None and not Path(self.command[0]).exists():
             raise ServerError(f"{self.command[0]!r} is not installed", fix="pip install 'transformers[serving]' (bash kit setup does)")
         # offline: no hub lookups; an existing cache folder (transformers serve's /v1/models needs one)
+        os.makedirs(self._hub_cache, exist_ok=True)  # stop() removed it: a restarted server gets a fresh one
         env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=self._hub_cache, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         atexit.register(self.stop)
@@ -137,3 +138,35 @@ class LocalServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``bash kit serve [--port N] [--model KEY] [--minutes M]``: the plan's local model on 127.0.0.1 until Ctrl-C
+    or the time limit (Lab 05's local upstream outside a notebook)."""
+    import argparse
+
+    from ..models import ensure_embedded, resolve_model
+    from ..plan import plan
+
+    parser = argparse.ArgumentParser(prog="bash kit serve", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", default=None, help="catalog key or hub id (default: the plan's model for Lab 05)")
+    parser.add_argument("--minutes", type=float, default=60.0, help="stop by itself after this long (default 60)")
+    args = parser.parse_args(argv)
+    p = plan("05")
+    key = args.model or p.model
+    folder = ensure_embedded(progress=True) if key == "smollm2-135m" else resolve_model(key).location
+    server = LocalServer(folder, port=args.port, device=p.device, max_lifetime_s=args.minutes * 60).start()
+    print(f"serving {key} at {server.base_url} (model name: {server.model}); stops after {args.minutes:g} min or on Ctrl-C")
+    try:
+        while server.alive():
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

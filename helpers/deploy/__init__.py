@@ -1,4 +1,4 @@
-"""Lab 05 — hybrid deployment: a local open model and a paid API behind one router (in progress).
+"""Lab 05 — hybrid deployment: a local open model and a paid API behind one router .
 
 - ``helpers.deploy.upstream``  a faithful stand-in for a paid chat-completions API on loopback (latency, faults)
 - ``helpers.deploy.ledger``    the cost ledger in SQLite (WAL): one row per request, idempotent, crash-safe;
@@ -7,7 +7,7 @@
 - ``helpers.deploy.router``    policy as data (TOML), PII stays local, hard requests escalate, retries with backoff
                                honouring Retry-After, circuit breakers, fallbacks, one ledger row per request
 - ``helpers.deploy.difficulty`` the difficulty score, learned from the dataset's labels (accuracy with an interval)
-
-Still to come (issue 10): the traffic simulation, the notebook, claims C15/C16, the README's scale-out example.
+- ``helpers.deploy.traffic``   a seeded day of support-desk traffic replayed against the router, its bill and PII audit
+- ``helpers.deploy.claims``    C15 and C16 tested with the day's measurements
 """
-from . import difficulty, ledger, pii, router, upstream  # noqa: F401
+from . import claims, difficulty, ledger, pii, router, traffic, upstream  # noqa: F401

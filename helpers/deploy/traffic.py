@@ -42,6 +42,26 @@ def hourly_shares(peak_to_average: float) -> list[float]:
 
 
 @dataclass
+class DaySettings:
+    requests: int        # simulated requests standing for the whole day
+    concurrency: int     # requests in flight at once
+    max_tokens: int      # reply budget per request
+    time_limit_s: float  # the replay stops starting requests after this
+    outage: tuple[float, float] = (14.0, 15.0)  # the local server is down between these hours of the day
+    drill_requests: int = 1000  # the at-scale drill (stand-ins on both sides): >= 1000 at concurrency 50
+    drill_concurrency: int = 50
+
+
+def day_settings(plan) -> DaySettings:
+    """Sizes for the plan's device: a CPU serves the embedded model at a few requests a second, a GPU far more."""
+    if plan.quick:
+        return DaySettings(requests=16, concurrency=4, max_tokens=8, time_limit_s=60, drill_requests=300, drill_concurrency=20)
+    if plan.device == "cpu":
+        return DaySettings(requests=48, concurrency=plan.batch, max_tokens=12, time_limit_s=150)
+    return DaySettings(requests=400, concurrency=max(8, plan.batch), max_tokens=64, time_limit_s=300)
+
+
+@dataclass
 class Request:
     request_id: str
     at_s: float          # seconds after midnight in the simulated day
@@ -161,3 +181,117 @@ def report(table, ledger_rows, prices_per_1m: tuple[float, float], scale: float)
     return {"table": merged, "split": split, "hourly": hourly, "latency": latency, "fallbacks": fallbacks,
             "day_hybrid_usd": float(day_hybrid), "day_all_api_usd": float(day_api),
             "paid_share": float((merged["route"] == "paid").mean()), "lost": int((~merged["outcome"].isin(["answered", "failed"])).sum())}
+
+
+def api_prices(model: str) -> tuple[float, float]:
+    """(input, output) USD per 1M tokens of ``model`` in Lab 01's dated price snapshot."""
+    from ..tco import get_api_price
+
+    price = get_api_price(model)
+    return price.input, price.output
+
+
+def monthly_bills(figures: dict, self_host_month: float | None = None, lab01_api_month: float | None = None, days: float = 30.0):
+    """The simulated day scaled to a month (USD a month, one column). The day's requests are single messages with a
+    short reply budget, smaller than Lab 01's conversation (system prompt, several turns), so the hybrid is also
+    priced at Lab 01's size: its API share of the day's bill applied to Lab 01's all-API estimate, plus the local
+    model's hosting (Lab 01's self-host monthly cost, paid whether the GPUs are busy or not)."""
+    import pandas as pd
+
+    share = figures["day_hybrid_usd"] / figures["day_all_api_usd"] if figures["day_all_api_usd"] else 0.0
+    bills = {"all-API, the day's requests x 30": figures["day_all_api_usd"] * days,
+             "hybrid API share, the day's requests x 30": figures["day_hybrid_usd"] * days}
+    if lab01_api_month is not None:
+        bills["all-API at Lab 01's conversation size (Lab 01)"] = lab01_api_month
+        bills["hybrid at Lab 01's size: API share"] = share * lab01_api_month
+        if self_host_month is not None:
+            bills["hybrid at Lab 01's size: API share + local hosting"] = share * lab01_api_month + self_host_month
+    return pd.Series(bills, name="USD a month").to_frame()
+
+
+def key_results(figures: dict, bill, audit) -> tuple[dict, dict]:
+    """What Lab 05 saves for the capstone (``helpers.results``)."""
+    split = figures["table"]
+    values = {"requests": int(len(split)), "share local": float((split["route"] == "local").mean()),
+              "share paid": figures["paid_share"], "share failed": float((split["outcome"] == "failed").mean()),
+              "lost": figures["lost"], "api cost share": figures["day_hybrid_usd"] / figures["day_all_api_usd"] if figures["day_all_api_usd"] else 0.0,
+              **{f"usd per month: {name}": float(value) for name, value in bill["USD a month"].items()},
+              "pii values to paid API (detected kinds)": int(audit[audit["detected by the router"].astype(bool)]["reached the paid API"].sum()),
+              "pii values to paid API (undetected kinds)": int(audit[~audit["detected by the router"].astype(bool)]["reached the paid API"].sum())}
+    if "local" in figures["latency"].index:
+        values["local p50 latency s"] = float(figures["latency"].loc["local", "50%"])
+    units = {**{f"usd per month: {name}": "USD" for name in bill.index}, "local p50 latency s": "s"}
+    return values, units
+
+
+def _stand_in_router(policy, local_url: str, paid_url: str, ledger_url: str, cap: float, difficulty=None, decide=None, guard=True):
+    """A copy of ``policy`` pointed at two stand-ins (fast retries), with its own ledger."""
+    import dataclasses
+    import os
+
+    from .ledger import Ledger
+    from .router import Router
+
+    os.environ.setdefault("OTS_STANDIN_KEY", "the-stand-in-needs-no-key")
+    local = dataclasses.replace(policy.local, base_url=local_url, timeout_s=5.0)
+    paid = dataclasses.replace(policy.paid, base_url=paid_url, api_key_env="OTS_STANDIN_KEY", timeout_s=5.0)
+    fast = dataclasses.replace(policy, local=local, paid=paid, monthly_cap_usd=cap, backoff_initial_s=0.01, backoff_max_s=0.05,
+                               breaker_cooldown_s=0.5)
+    return Router(fast, Ledger(ledger_url, monthly_cap_usd=cap), difficulty=difficulty, decide=decide, guard=guard)
+
+
+def fire_drill(rows: list[dict], settings: DaySettings, peak_to_average: float, policy, difficulty, cap: float, seed: int = 7) -> dict:
+    """The day at scale against stand-ins on both sides: ``settings.drill_requests`` at ``drill_concurrency``, the paid
+    side failing 20 % of the time (500, 429 with Retry-After, dropped connections), the local side down for the
+    outage hours. Returns the per-request table, the report and a one-row summary of the reliability figures."""
+    import tempfile
+
+    import pandas as pd
+
+    from .upstream import StandInUpstream, UpstreamConfig
+
+    day = sample_day(rows, settings.drill_requests, peak_to_average, seed=seed)
+    paid = StandInUpstream(UpstreamConfig(median_latency_s=0.01, faults={"500": 0.1, "429": 0.05, "drop": 0.05}, seed=seed)).start()
+    local = {"server": StandInUpstream(UpstreamConfig(median_latency_s=0.01, seed=seed + 1)).start()}
+    port = local["server"].port
+    folder = tempfile.mkdtemp(prefix="ots-drill-")
+    try:
+        router = _stand_in_router(policy, local["server"].base_url, paid.base_url, f"sqlite:///{folder}/drill.db", cap, difficulty)
+        events = {settings.outage[0]: lambda: local["server"].stop(),
+                  settings.outage[1]: lambda: local.update(server=StandInUpstream(UpstreamConfig(median_latency_s=0.01, seed=seed + 2), port=port).start())}
+        start = time.perf_counter()
+        table = replay(router, day, concurrency=settings.drill_concurrency, max_tokens=16, time_limit_s=120, events=events, progress=False)
+        seconds = time.perf_counter() - start
+    finally:
+        paid.stop()
+        local["server"].stop()
+    rows_ = router.ledger.rows()
+    audit = pii_audit(day, [seen["prompt"] for seen in paid.seen])
+    summary = pd.DataFrame([{"requests": len(day), "concurrency": settings.drill_concurrency, "seconds": round(seconds, 1),
+                             "answered": int((table["outcome"] == "answered").sum()), "failed (with a reason)": int((table["outcome"] == "failed").sum()),
+                             "lost": int(len(day) - len(rows_)), "retries": int(table["retries"].sum()),
+                             "fallbacks": int((table["fallbacks"] > 0).sum()),
+                             "detected PII to paid": int(audit[audit["detected by the router"].astype(bool)]["reached the paid API"].sum()),
+                             "budget held": bool(router.ledger.spent() <= cap + 1e-12)}])
+    return {"table": table, "ledger": rows_, "audit": audit, "summary": summary}
+
+
+def leak_test(decide, requests: list[Request], policy) -> dict:
+    """Run ``requests`` through a router using ``decide`` with the local side down and the guard off (Lab 05's
+    exercise 3): how many labelled personal-data values reached the paid stand-in, how many routine requests were
+    answered by the fallback, and how many sensitive ones failed cleanly."""
+    import tempfile
+
+    from .upstream import StandInUpstream, UpstreamConfig
+
+    folder = tempfile.mkdtemp(prefix="ots-leak-")
+    with StandInUpstream(UpstreamConfig(median_latency_s=0.0, faults={"503": 1.0})) as local, \
+            StandInUpstream(UpstreamConfig(median_latency_s=0.0)) as paid:
+        router = _stand_in_router(policy, local.base_url, paid.base_url, f"sqlite:///{folder}/leak.db", cap=1.0,
+                                  decide=decide, guard=False)
+        router.policy.max_retries = 0
+        answers = {r.request_id: router.handle(r.request_id, r.message, max_tokens=4) for r in requests}
+    sent = "\n".join(seen["prompt"] for seen in paid.seen)
+    return {"leaked": sum(v in sent for r in requests for v in r.pii_values),
+            "routine_fallbacks": sum(answers[r.request_id].route == "paid" for r in requests if not r.pii_values),
+            "sensitive_failed_cleanly": sum(answers[r.request_id].outcome == "failed" for r in requests if r.pii_values)}

@@ -212,3 +212,27 @@ class StandInUpstream:
             send({**chunk, "choices": [], "usage": usage})
         handler.wfile.write(b"data: [DONE]\n\n")
         handler.wfile.flush()
+
+
+def published_latency(model: str = "gpt-4o-mini") -> dict:
+    """The paid API's published latency (``datasets/deploy/api_latency.csv``): TTFT in s and output tokens/s,
+    each with its source and date."""
+    from ..data import load_rows
+
+    rows = [r for r in load_rows("deploy/api_latency.csv", optional_numeric=["ttft_s", "output_tokens_per_s"]) if r["model"] == model]
+    found = {key: next((r for r in rows if r[key] not in ("", None)), None) for key in ("ttft_s", "output_tokens_per_s")}
+    missing = [key for key, row in found.items() if row is None]
+    if missing:
+        raise InputError(f"no published {', '.join(missing)} for {model!r} in datasets/deploy/api_latency.csv",
+                         fix="add a dated, sourced row for it, or calibrate the stand-in for a model listed there")
+    return {key: {"value": float(row[key]), "source": row["source"], "date": row["date"]} for key, row in found.items()}
+
+
+def calibrated_config(model: str = "gpt-4o-mini", reply_tokens: int = 32, faults: dict[str, float] | None = None,
+                      seed: int = 0, speedup: float = 1.0) -> UpstreamConfig:
+    """A stand-in whose median latency is the published one for ``model``: TTFT + ``reply_tokens`` / output speed.
+    ``speedup`` > 1 compresses time (the at-scale drill), never the reported calibration."""
+    published = published_latency(model)
+    median = published["ttft_s"]["value"] + reply_tokens / published["output_tokens_per_s"]["value"]
+    return UpstreamConfig(model=model, median_latency_s=median / speedup, latency_sigma=0.3, faults=dict(faults or {}), seed=seed)
+
