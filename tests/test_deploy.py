@@ -85,11 +85,104 @@ def test_rows_are_idempotent_and_totals_add_up(tmp_path):
     assert list(rows["request_id"]) == ["r1", "r2"] and rows["cost_usd"].sum() == pytest.approx(totals["cost_usd"])
 
 
-def test_ledger_urls_other_than_sqlite_name_the_fix(tmp_path):
+def test_ledger_urls_other_than_sqlite_or_postgresql_name_the_fix(tmp_path):
     assert sqlite_path(f"sqlite:///{tmp_path}/x.db") == tmp_path / "x.db"
     with pytest.raises(InputError) as info:
-        Ledger("postgresql://localhost/ledger")
-    assert "sqlite:///" in info.value.fix
+        Ledger("mysql://localhost/ledger")
+    assert "sqlite:///" in info.value.fix and "postgresql://" in info.value.fix
+    with pytest.raises(InputError) as info:  # nothing listens there: the error names what to check
+        Ledger("postgresql://nobody@127.0.0.1:9/ledger", timeout_s=2)
+    assert "cannot reach the PostgreSQL ledger" in str(info.value) and "host, port" in info.value.fix
+
+
+# ---------------------------------------------------------------- a shared PostgreSQL ledger
+@pytest.fixture(scope="module")
+def postgres():
+    """A real PostgreSQL 16 server from the ``pgserver`` wheel, on a Unix socket in a short temp folder (no TCP at
+    all), stopped and deleted after the module."""
+    import tempfile
+
+    pgserver = pytest.importorskip("pgserver", reason="pgserver comes with the dev extras (bash kit setup)")
+    server = pgserver.get_server(tempfile.mkdtemp(prefix="ots-pg-"), cleanup_mode="delete")
+    yield server
+    server.cleanup()
+
+
+def fresh_database(server, name):
+    import psycopg
+
+    with psycopg.connect(server.get_uri(), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+    return server.get_uri(name)
+
+
+def test_postgresql_ledger_is_idempotent_and_adds_up(postgres):
+    ledger = Ledger(fresh_database(postgres, "ledger_rows"))
+    assert ledger.record("r1", "local", "personal data", "answered", tokens_in=10, tokens_out=5)
+    assert ledger.record("r2", "paid", "hard", "answered", cost_usd=0.002, tokens_in=20, tokens_out=8)
+    assert not ledger.record("r1", "local", "personal data", "answered", tokens_in=10, tokens_out=5)
+    assert ledger.totals() == {"requests": 2, "cost_usd": pytest.approx(0.002), "tokens_in": 30, "tokens_out": 13}
+    assert list(ledger.rows()["request_id"]) == ["r1", "r2"] and ledger.seen("r2") and not ledger.seen("r3")
+
+
+SHARED_ROUTER = r"""
+import sys
+from helpers.deploy.ledger import BudgetExceeded, Ledger
+ledger = Ledger(sys.argv[1], monthly_cap_usd=1.0)
+granted = 0
+for i in range(40):
+    try:
+        held = ledger.reserve(f"{sys.argv[2]}-{i}", 0.03)
+    except BudgetExceeded:
+        continue
+    ledger.settle(held, 0.03)
+    ledger.record(f"{sys.argv[2]}-{i}", "paid", "hard", "answered", cost_usd=0.03)
+    granted += 1
+print(granted)
+"""
+
+
+def test_routers_in_several_processes_share_one_postgresql_budget(postgres):
+    url = fresh_database(postgres, "ledger_shared")
+    Ledger(url)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    routers = [subprocess.Popen([sys.executable, "-c", SHARED_ROUTER, url, f"router{k}"], stdout=subprocess.PIPE, text=True, env=env)
+               for k in range(3)]
+    granted = [int(p.communicate(timeout=120)[0]) for p in routers]
+    ledger = Ledger(url, monthly_cap_usd=1.0)
+    assert sum(granted) == 33 and ledger.spent() == pytest.approx(0.99) and ledger.reserved() == 0  # floor(1.00 / 0.03), never more
+    assert ledger.totals()["requests"] == 33 and ledger.rows()["cost_usd"].sum() == pytest.approx(0.99)
+
+
+def test_a_killed_writer_loses_no_acknowledged_postgresql_row(postgres):
+    url = fresh_database(postgres, "ledger_kill")
+    Ledger(url)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, url], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    acknowledged = -1
+    for line in writer.stdout:
+        acknowledged = int(line)
+        if acknowledged >= 100:
+            break
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait(timeout=10)
+    assert {f"r{i}" for i in range(acknowledged + 1)} <= set(Ledger(url).rows()["request_id"])
+
+
+def test_the_router_writes_to_a_postgresql_ledger_from_the_policy_url(postgres, tmp_path):
+    from helpers.deploy.router import Router, load_policy
+
+    os.environ.setdefault("OTS_TEST_PAID_KEY", "sk-test-not-real")
+    url = fresh_database(postgres, "ledger_router")
+    with StandInUpstream(UpstreamConfig(median_latency_s=0.0)) as local, StandInUpstream(UpstreamConfig(median_latency_s=0.0)) as paid:
+        policy = load_policy(POLICY, {"local": {"base_url": local.base_url, "model": "local"},
+                                      "paid": {"base_url": paid.base_url, "api_key_env": "OTS_TEST_PAID_KEY"}})
+        router = Router(policy, Ledger(url, monthly_cap_usd=1.0), difficulty=lambda m: 0.9 if "several" in m else 0.1)
+        answers = [router.handle(f"q{i}", m, max_tokens=4) for i, m in enumerate(["Where is my parcel?", "I have several problems"])]
+    assert [a.route for a in answers] == ["local", "paid"]
+    rows = Ledger(url).rows().set_index("request_id")
+    assert rows.loc["q1", "cost_usd"] > 0 and Ledger(url).spent() == pytest.approx(rows["cost_usd"].sum())
 
 
 def test_concurrent_reservations_never_overshoot_the_cap(tmp_path):

@@ -1,7 +1,8 @@
 """Lab 05 — hybrid deployment: a local open model and a paid API behind one router .
 
 - ``helpers.deploy.upstream``  a faithful stand-in for a paid chat-completions API on loopback (latency, faults)
-- ``helpers.deploy.ledger``    the cost ledger in SQLite (WAL): one row per request, idempotent, crash-safe;
+- ``helpers.deploy.ledger``    the cost ledger at a database URL (SQLite WAL, or a shared PostgreSQL): one row per request,
+                               idempotent, crash-safe;
                                the monthly budget reserved before and settled after each paid call
 - ``helpers.deploy.pii``       personal data found with Presidio offline (plus the kit's phone formats), redaction, recall
 - ``helpers.deploy.router``    policy as data (TOML), PII stays local, hard requests escalate, retries with backoff
