@@ -21,7 +21,8 @@ Course stages (lab number -> subpackage, each with its logic and a ``claims`` mo
 - Lab 02 ``helpers.quantize``  precisions measured: memory, speed, quality, what fits where
 - Lab 03 ``helpers.finetune``  LoRA / QLoRA on the support-desk task, before/after evaluation
 - Lab 04 ``helpers.bench``     one harness for every engine: latency, throughput, roofline, $ per 1M tokens, quality
-- Lab 05 ``helpers.deploy``    router, ledger, PII detection, stand-in paid API (the notebook is still to come)
+- Lab 05 ``helpers.deploy``    router, ledger (SQLite or shared PostgreSQL), PII detection, stand-in paid API, a day of traffic
+- Lab 06 ``helpers.memo``      the capstone decision memo from the stored results and the claims ledger (HTML report)
 
 Course tooling: ``helpers.course`` (setup cell, labs builder, grading, pytest plugin, GPU check).
 

@@ -1,6 +1,7 @@
 """Lab 04's harness: metric definitions against hand-computed streams, the sweep's bounds and faults,
 the local server's lifecycle (start, health, port taken, crash, stop)."""
 import math
+import os
 import socket
 import sys
 import time
@@ -292,3 +293,24 @@ def test_claims_follow_the_published_scores(monkeypatch):
     assert claims.check_c14()["verdict"] == "holds"
     lowered[("mistral-7b-v0.1", "MMLU")]["score"] = 40.0
     assert claims.check_c13()["verdict"].startswith("does not hold")
+
+
+def test_kit_serve_serves_on_loopback_and_stops_by_itself():
+    """`bash kit serve` (helpers.bench.server.main): the plan's model on 127.0.0.1, healthy, gone after --minutes."""
+    import subprocess
+    import urllib.request
+
+    from helpers.bench.server import free_port
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", "import sys; from helpers.bench.server import main; sys.exit(main(sys.argv[1:]))",
+                                "--port", str(port), "--minutes", "0.25"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        line = process.stdout.readline()
+        assert f"at http://127.0.0.1:{port}/v1" in line, line
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as response:
+            assert response.status == 200
+        assert process.wait(timeout=60) == 0  # stopped by itself after 15 s
+    finally:
+        process.kill()
