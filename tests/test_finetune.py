@@ -83,8 +83,8 @@ def test_lora_count_matches_peft_and_a_short_run_lowers_the_loss():
     model = ft.add_lora(model, config)
     trainable, _, _ = ft.trainable_parameters(model)
     assert trainable == ft.lora_parameter_count(get_model("smollm2-135m"), 4, ["q_proj", "v_proj"])
-    rows = ft.load_tickets("train")[:16]
-    result = ft.train(model, tokenizer, rows, steps=6, batch_size=4, learning_rate=3e-3, progress=False)
+    rows = ft.load_tickets("train")[:2] * 4  # the same two rows each step: the loss must fall (Lab 03 trains for real)
+    result = ft.train(model, tokenizer, rows, steps=4, batch_size=2, learning_rate=3e-3, progress=False)
     assert result.losses[-1] < result.losses[0] and result.tokens_per_s > 0
 
 

@@ -55,7 +55,7 @@ class DaySettings:
 def day_settings(plan) -> DaySettings:
     """Sizes for the plan's device: a CPU serves the embedded model at a few requests a second, a GPU far more."""
     if plan.quick:
-        return DaySettings(requests=16, concurrency=4, max_tokens=8, time_limit_s=60, drill_requests=300, drill_concurrency=20)
+        return DaySettings(requests=8, concurrency=4, max_tokens=8, time_limit_s=60, drill_requests=300, drill_concurrency=20)
     if plan.device == "cpu":
         return DaySettings(requests=48, concurrency=plan.batch, max_tokens=12, time_limit_s=150)
     return DaySettings(requests=400, concurrency=max(8, plan.batch), max_tokens=64, time_limit_s=300)
