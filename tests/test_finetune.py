@@ -96,6 +96,7 @@ def test_save_reload_merge_give_the_same_logits(tmp_path):
     base, tokenizer = load_model("smollm2-135m", precision="fp32", device="cpu")
     config = ft.lora_config(r=4, targets=["q_proj", "v_proj"])
     config.init_lora_weights = False  # random B, so the adapter really changes the output
+    torch.manual_seed(0)  # the same random adapter on every run (an unseeded one made the merge error vary)
     model = ft.add_lora(base, config)
     probe = tokenizer(["my router keeps disconnecting"], return_tensors="pt")
     with torch.no_grad():
@@ -106,7 +107,9 @@ def test_save_reload_merge_give_the_same_logits(tmp_path):
     ft.merge_and_export(reloaded, tokenizer, tmp_path / "merged")
     merged, _ = load_model(str(tmp_path / "merged"), precision="fp32", device="cpu")
     with torch.no_grad():
-        assert torch.allclose(expected, merged(**probe).logits, atol=5e-4)
+        # merged and unmerged sum the fp32 products in different orders: 3e-6 of the largest logit measured here,
+        # the kit's merged tolerance is 3e-5 of it (helpers.finetune.logits_close), a lost adapter moves them by ~8e-2
+        assert ft.logits_close(expected, merged(**probe).logits, "float32", merged=True)
         plain = load_model("smollm2-135m", precision="fp32", device="cpu")[0](**probe).logits
     assert not torch.allclose(expected, plain, atol=1e-3)
 
