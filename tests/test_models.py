@@ -102,3 +102,23 @@ def test_bf16_on_a_gpu_without_bf16_is_explained(monkeypatch):
 def test_model_files_lists_weights_and_the_gguf_source():
     files = models.model_files("smollm2-135m")
     assert {"model.safetensors", models.EMBEDDED_GGUF} <= set(files["file"])
+
+
+def test_gguf_parsing_is_memoised_only_while_a_load_runs(tmp_path):
+    """load_gguf parses the file once and builds gguf's name map once per load, then puts gguf back as it was."""
+    import gguf
+    import numpy as np
+
+    from helpers.models import _memoised_gguf_parsing
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 2), dtype=np.float32))
+    writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file()
+    writer.close()
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with _memoised_gguf_parsing():
+        assert gguf.GGUFReader(path) is gguf.GGUFReader(path)
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader, name_map)
+    assert gguf.GGUFReader(path) is not gguf.GGUFReader(path)
