@@ -156,18 +156,8 @@ def test_routers_in_several_processes_share_one_postgresql_budget(postgres):
 
 
 def test_a_killed_writer_loses_no_acknowledged_postgresql_row(postgres):
-    url = fresh_database(postgres, "ledger_kill")
-    Ledger(url)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, url], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    acknowledged = -1
-    for line in writer.stdout:
-        acknowledged = int(line)
-        if acknowledged >= 100:
-            break
-    os.kill(writer.pid, signal.SIGKILL)
-    writer.wait(timeout=10)
-    assert {f"r{i}" for i in range(acknowledged + 1)} <= set(Ledger(url).rows()["request_id"])
+    acknowledged, recorded = kill_a_writer(fresh_database(postgres, "ledger_kill"), after=100)
+    assert {f"r{i}" for i in range(acknowledged + 1)} <= recorded
 
 
 def test_the_router_writes_to_a_postgresql_ledger_from_the_policy_url(postgres, tmp_path):
@@ -229,19 +219,23 @@ while True:
 """
 
 
-def test_a_killed_writer_loses_no_acknowledged_row(tmp_path):
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+def kill_a_writer(url, after):
+    """Start WRITER on ``url``, kill -9 it once it acknowledged ``after`` rows; (last acknowledged, ids recorded)."""
     Ledger(url)
     writer = subprocess.Popen([sys.executable, "-c", WRITER, url], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     acknowledged = -1
     for line in writer.stdout:
         acknowledged = int(line)
-        if acknowledged >= 200:
+        if acknowledged >= after:
             break
     os.kill(writer.pid, signal.SIGKILL)
     writer.wait(timeout=10)
-    recorded = set(Ledger(url).rows()["request_id"])
+    return acknowledged, set(Ledger(url).rows()["request_id"])
+
+
+def test_a_killed_writer_loses_no_acknowledged_row(tmp_path):
+    acknowledged, recorded = kill_a_writer(f"sqlite:///{tmp_path / 'ledger.db'}", after=200)
     assert {f"r{i}" for i in range(acknowledged + 1)} <= recorded
 
 
