@@ -103,3 +103,32 @@ def table(path: Path | None = None):
     rows = [{"lab": lab, "name": name, **entry} for lab, entries in sorted(load(path).items()) for name, entry in entries.items()]
     columns = ["lab", "name", "value", "unit", "tier", "hardware", "recorded"]
     return pd.DataFrame(rows, columns=columns).set_index(["lab", "name"]) if rows else pd.DataFrame(columns=columns)
+
+
+def artifacts_dir(lab: str | int, quick: bool = False) -> Path:
+    """Where ``lab`` keeps files a later lab uses (Lab 03's merged model, served by Lab 04): next to the
+    results store, one folder per lab; quick-mode runs (CI's student copies) keep theirs apart."""
+    return results_path().parent / "artifacts" / (_lab_key(lab) + ("-quick" if quick else ""))
+
+
+def keep_artifact(lab: str | int, name: str, source: str | Path, quick: bool = False) -> Path:
+    """Move the folder ``source`` to ``artifacts_dir(lab)/name``, replacing an older one whole: a reader
+    sees the old folder or the new one, never half of one (a later lab may read while this lab writes)."""
+    import shutil
+
+    target = artifacts_dir(lab, quick) / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
+    shutil.copytree(source, staged, dirs_exist_ok=True)
+    old = target.with_name(f".{name}-old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staged, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def artifact(lab: str | int, name: str, quick: bool = False) -> Path | None:
+    """The folder ``lab`` kept under ``name``, or None when that lab has not run (the caller says what it uses instead)."""
+    path = artifacts_dir(lab, quick) / name
+    return path if path.is_dir() else None

@@ -50,3 +50,25 @@ def test_numpy_scalars_are_saved_as_numbers(tmp_path):
     path = tmp_path / "r.json"
     results.save("04", {"ttft p50 s": np.float64(0.25), "requests": np.int64(12)}, path=path)
     assert results.get("04", "requests", path=path) == 12 and isinstance(results.get("04", "ttft p50 s", path=path), float)
+
+
+def test_artifacts_are_kept_whole_and_quick_runs_apart(tmp_path, monkeypatch):
+    from helpers import results
+
+    monkeypatch.setenv("OTS_RESULTS", str(tmp_path / "store" / "results.json"))
+    assert results.artifact("03", "merged") is None
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "config.json").write_text("1")
+    (first / "old-only.txt").write_text("x")
+    kept = results.keep_artifact("03", "merged", first)
+    assert kept == tmp_path / "store" / "artifacts" / "03" / "merged" and (kept / "config.json").read_text() == "1"
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "config.json").write_text("2")
+    results.keep_artifact(3, "merged", second)
+    # replaced whole: nothing of the old folder survives, no staging folders are left behind
+    assert sorted(p.name for p in kept.iterdir()) == ["config.json"] and (kept / "config.json").read_text() == "2"
+    assert [p.name for p in kept.parent.iterdir()] == ["merged"]
+    assert results.artifact("03", "merged", quick=True) is None
+    assert first.exists() and second.exists()  # sources are copied, not consumed

@@ -456,6 +456,16 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
 
 
+def row_verdicts(predictions: list[str], rows: list[dict]) -> list[dict[str, bool]]:
+    """Per row: valid JSON, each field right, all fields right (a reply that is not valid JSON is wrong everywhere)."""
+    verdicts = []
+    for prediction, row in zip(predictions, rows):
+        parsed = parse_prediction(prediction)
+        right = {name: parsed is not None and parsed.get(name) == row["target"][name] for name in FIELDS}
+        verdicts.append({"valid JSON": parsed is not None, **right, "exact match": all(right.values())})
+    return verdicts
+
+
 def evaluate(predictions: list[str], rows: list[dict]):
     """Valid-JSON rate, per-field accuracy and exact match, each with a 95 % Wilson interval.
 
@@ -465,12 +475,9 @@ def evaluate(predictions: list[str], rows: list[dict]):
 
     if len(predictions) != len(rows):
         raise InputError("predictions and rows differ in length", fix="predict every evaluation row")
-    parsed = [parse_prediction(p) for p in predictions]
+    verdicts = row_verdicts(predictions, rows)
     n = len(rows)
-    counts = {"valid JSON": sum(p is not None for p in parsed)}
-    for name in FIELDS:
-        counts[name] = sum(p is not None and p.get(name) == row["target"][name] for p, row in zip(parsed, rows))
-    counts["exact match"] = sum(p is not None and all(p.get(f) == row["target"][f] for f in FIELDS) for p, row in zip(parsed, rows))
+    counts = {metric: sum(v[metric] for v in verdicts) for metric in ("valid JSON", *FIELDS, "exact match")}
     table = pd.DataFrame([{"metric": k, "correct": v, "n": n, "rate": v / n, "low": wilson_interval(v, n)[0], "high": wilson_interval(v, n)[1]}
                           for k, v in counts.items()]).set_index("metric")
     return table
