@@ -40,7 +40,9 @@ def graded(tmp_path_factory):
 
 def test_csv_has_points_per_question_total_error_and_rerun(graded):
     rows, _ = graded
-    assert list(next(iter(rows.values()))) == ["student", "q1", "q2", "q3", "total", "possible", "error", "rerun", "seconds"]
+    assert list(next(iter(rows.values()))) == ["student", "q1", "q2", "q3", "total", "possible", "error", "rerun", "seconds", "to read"]
+    # the open-ended question is named for the instructor with its rubric's place, and not scored by the machine
+    assert all(row["to read"] == f"q4 (2 pts, rubric in solutions/{LAB}.ipynb)" for row in rows.values())
 
 
 def test_correct_submission_gets_full_marks_under_cpu_load(graded):

@@ -95,6 +95,17 @@ def question_points(lab: str) -> dict[str, float]:
     return points
 
 
+def manual_questions(lab: str) -> dict[str, float]:
+    """The open-ended questions an instructor reads (otter ``manual: true``), with their points, from the solution."""
+    import nbformat
+
+    found: dict[str, float] = {}
+    for cell in nbformat.read(REPO_ROOT / "solutions" / f"{lab}.ipynb", as_version=4).cells:
+        if cell.cell_type == "raw" and cell.source.startswith("# BEGIN QUESTION") and re.search(r"^manual:\s*true", cell.source, re.M):
+            name, points = re.search(r"^name:\s*(\S+)", cell.source, re.M), re.search(r"^points:\s*([0-9.]+)", cell.source, re.M)
+            found[name.group(1)] = float(points.group(1)) if points else 0.0
+    return found
+
 
 @dataclass
 class GradeResult:
@@ -215,11 +226,13 @@ def grade_folder(folder: Path, lab: str, out_csv: Path | None = None, timeout_s:
             reruns[first.student] = f"timed out after {timeout_s:.0f} s; re-run alone"
             results[index] = again
     questions = list(question_points(lab))
+    # open-ended answers are read by a person against the rubric in the solution notebook: named, never scored here
+    to_read = "; ".join(f"{name} ({points:g} pts, rubric in solutions/{lab}.ipynb)" for name, points in manual_questions(lab).items())
     with open(out_csv, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["student", *questions, "total", "possible", "error", "rerun", "seconds"])
+        writer.writerow(["student", *questions, "total", "possible", "error", "rerun", "seconds", "to read"])
         for r in results:
             writer.writerow([r.student, *[r.scores[q] for q in questions], r.total, r.possible, r.error, reruns.get(r.student, ""),
-                             round(r.seconds, 1)])
+                             round(r.seconds, 1), to_read])
     return out_csv
 

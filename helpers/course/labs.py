@@ -168,7 +168,7 @@ def answered_lab(lab: str, answer: set[int] | None = None, labs_dir: Path = LABS
     filled from the solution (all when None): a reference submission for testing grading."""
     nb = _read(labs_dir / lab / f"{lab}.ipynb")
     solutions = solution_cells(lab)
-    answer_cells = [cell for cell in nb.cells if "otter_answer_cell" in cell.metadata.get("tags", [])]
+    answer_cells = [cell for cell in nb.cells if "otter_answer_cell" in cell.metadata.get("tags", []) and cell.cell_type == "code"]
     if len(answer_cells) != len(solutions):
         raise RuntimeError(f"{lab}: {len(answer_cells)} answer cells but {len(solutions)} solution cells")
     for index, (cell, solution) in enumerate(zip(answer_cells, solutions)):
