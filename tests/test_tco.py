@@ -153,3 +153,18 @@ def test_prices_snapshot_rows_are_complete():
     prices = tco.api_prices()
     assert {"gpt-4o", "gpt-4o-2024-05-13", "gpt-4", "gpt-4o-mini"} <= set(prices)
     assert all(p.input > 0 and p.output > 0 and p.date for p in prices.values())
+
+
+def test_c2_verdict_follows_the_learners_cheaper_api_break_even():
+    from helpers import tco
+
+    inputs = tco.default_inputs()
+    volume = inputs["conversations_per_month"]
+    alone = tco.claims.check_c2(inputs)
+    assert "do exercise 2" in alone["evidence"]
+    above = tco.claims.check_c2(inputs, cheaper_api=("gpt-4.1-mini", volume * 1.5))
+    assert above["verdict"].startswith(alone["verdict"]) and "against gpt-4.1-mini it does not" in above["verdict"]
+    never = tco.claims.check_c2(inputs, cheaper_api=("gpt-4.1-mini", None))
+    assert "it does not" in never["verdict"] and "never breaks even" in never["evidence"]
+    below = tco.claims.check_c2(inputs, cheaper_api=("gpt-4.1-mini", volume / 2))
+    assert below["verdict"] == alone["verdict"] and "below the desk's" in below["evidence"]

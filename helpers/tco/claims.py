@@ -40,12 +40,23 @@ def check_c1(inputs: dict, low: float = 0.5e6, high: float = 2e6) -> dict:
     return {"verdict": verdict, "evidence": evidence, "fees": fees}
 
 
-def check_c2(inputs: dict, draws=None) -> dict:
-    """C2: self-hosting cuts cost 60-80% at scale after the up-front investment."""
+def check_c2(inputs: dict, draws=None, cheaper_api: tuple[str, float | None] | None = None) -> dict:
+    """C2: self-hosting cuts cost 60-80% at scale after the up-front investment.
+
+    ``cheaper_api``: (model, break-even volume or None) from the learner's exercise 2; when the scenario's
+    volume is below that break-even, "at scale" depends on which API the desk would otherwise pay for."""
     result = eco.outcome(inputs)
     share = result["saving_share"]
     evidence = (f"{inputs['open_model']} on {result['gpus']:.0f} x {inputs['gpu']} vs {inputs['api_model']} over "
                 f"{inputs['horizon_months']:.0f} months: saving {share:.0%} (payback {result['payback_months']:.1f} months)")
+    volume = inputs["conversations_per_month"]
+    cheaper_wins = False
+    if cheaper_api is not None:
+        model, break_even = cheaper_api
+        cheaper_wins = break_even is None or break_even > volume
+        evidence += (f"; against {model} (your exercise 2) self-hosting " +
+                     ("never breaks even" if break_even is None else f"breaks even at {break_even:,.0f} conversations a month") +
+                     f", {'above' if cheaper_wins else 'below'} the desk's {volume:,.0f}")
     if draws is not None:
         summary = eco.monte_carlo_summary(draws)
         in_band = float(((draws["saving_share"] >= 0.6) & (draws["saving_share"] <= 0.8)).mean())
@@ -59,6 +70,10 @@ def check_c2(inputs: dict, draws=None) -> dict:
         verdict = "holds only if volume or prices change: the saving is below 60%"
     else:
         verdict = "does not hold"
+    if cheaper_wins and share > 0:
+        verdict += f"; against {cheaper_api[0]} it does not (your exercise 2): the API chosen decides the claim"
+    elif cheaper_api is None:
+        evidence += "; do exercise 2 to test it against a cheaper API"
     return {"verdict": verdict, "evidence": evidence, "saving_share": share}
 
 
