@@ -16,11 +16,12 @@ from functools import lru_cache
 
 from .catalog import PRECISIONS, estimate_memory, get_model
 from .data import load_rows
-from .errors import InputError, NotEnoughMemoryError
+from .errors import InputError, KitError, NotEnoughMemoryError
 from .hardware import USABLE_RAM, USABLE_VRAM, Hardware, detect_hardware, half_dtype
 
 TIERS = ("cpu", "colab", "local-gpu")
 ENV_VAR = "OTS_PLAN"
+SLOW_OVERRIDE_MINUTES = 60  # a forced tier that plans longer than this on a CPU gets a note saying how to undo it
 # set by the test suite for the student copies in labs/ only: fewer steps and rows, same code path
 QUICK_VAR = "OTS_QUICK"
 # a GPU with less memory than this is planned like Colab's T4 (small-GPU tier)
@@ -112,6 +113,9 @@ def parse_override(text: str | None) -> dict[str, str]:
         raise InputError(f"{ENV_VAR}: unknown tier {out['tier']!r}", fix=f"use one of: {', '.join(TIERS)}")
     if "precision" in out and out["precision"] not in PRECISIONS:
         raise InputError(f"{ENV_VAR}: unknown precision {out['precision']!r}", fix=f"use one of: {', '.join(PRECISIONS)}")
+    for key in ("batch", "context"):
+        if key in out and not (out[key].isdigit() and int(out[key]) > 0):
+            raise InputError(f"{ENV_VAR}: {key}={out[key]!r} is not a positive whole number", fix=f"e.g. {ENV_VAR}='{key}=4', or drop {key}=")
     return out
 
 
@@ -174,7 +178,13 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
         return Plan(model=None, hub_id=None, precision=None, expected_memory_gb=0.0, notes=notes or ["this lab loads no model"],
                     expected_minutes=row["fixed_s"] / 60, **base)
 
-    spec = get_model(row["model"])
+    try:
+        spec = get_model(row["model"])
+    except KitError as error:
+        if "model" not in wanted:
+            raise
+        raise InputError(f"{ENV_VAR} asks for model {wanted['model']!r}, which the kit cannot resolve ({error.problem.splitlines()[0]})",
+                         fix=f"{error.fix}; or drop model= from {ENV_VAR} (now {os.environ.get(ENV_VAR, override)!r})") from None
     precision = row["precision"]
     if precision == "bf16" and device == "cuda" and not hw.bf16:
         notes.append(f"{hw.name}: no bf16 on this GPU (compute capability < 8.0), using fp16")
@@ -198,6 +208,9 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
         precision = smaller
         estimate = estimate_memory(spec, precision, base["context"], base["batch"], device=device)
     minutes = _expected_minutes(row, hw, estimate.weights_gb, spec.parameter_count(), notes)
+    if "tier" in wanted and device == "cpu" and tier != "cpu" and minutes > SLOW_OVERRIDE_MINUTES:
+        notes.append(f"about {minutes:.0f} min on this machine: {ENV_VAR} forces the {tier} tier's sizes onto a CPU. "
+                     f"To undo: unset {ENV_VAR} (or {ENV_VAR}=tier=cpu) for the CPU plan")
     return Plan(model=spec.key, hub_id=spec.hub_id, precision=precision, expected_memory_gb=estimate.total_gb,
                 expected_minutes=minutes, notes=notes, compute_dtype=compute_dtype_for(precision, device, hw), **base)
 

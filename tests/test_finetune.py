@@ -233,3 +233,35 @@ def test_logits_close_compares_across_dtypes():
     assert ft.logits_close(a, a.to(torch.bfloat16), "bfloat16")
     assert not ft.logits_close(a, a + 1.0, "bfloat16")
     assert ft.logits_close(a, a + 1e-5, "float32") and not ft.logits_close(a, a + 1e-2, "float32")
+
+
+def _table(rate, low, high):
+    import pandas as pd
+
+    return pd.DataFrame({"rate": [rate], "low": [low], "high": [high]}, index=["category"])
+
+
+def test_claims_c9_c12_follow_the_learners_measurements():
+    from helpers.plan import plan
+
+    spec, p = get_model("smollm2-135m"), plan("03", override="tier=cpu")
+    before, good, bad = _table(0.1, 0.03, 0.25), _table(0.6, 0.43, 0.75), _table(0.0, 0.0, 0.02)
+    assert "quality rose" in ft.claims.check_c9(spec, 4_884_480, before, good)["verdict"]
+    assert "quality fell" in ft.claims.check_c9(spec, 4_884_480, before, bad)["verdict"]
+    assert "not measured" in ft.claims.check_c9(spec, 4_884_480)["evidence"]
+    assert ft.claims.check_c12(before, before, good, p)["verdict"].startswith("holds in part")
+    assert ft.claims.check_c12(before, before, bad, p)["verdict"].startswith("does not hold here")
+    # the learner's exercise-2 reading is the bar when given: a low reading turns the verdict
+    low_reading = ft.claims.check_c12(before, before, good, p, your_after_low=0.2)
+    assert low_reading["verdict"].startswith("does not hold here") and "your exercise 2" in low_reading["evidence"]
+
+
+def test_claim_c11_hours_come_from_the_recorded_gpu_run_when_there_is_one():
+    result = ft.TrainResult(steps=4, seconds=10.0, examples_seen=32, tokens_seen=3200, step_seconds=[2.5] * 4, step_tokens=[800] * 4)
+    spec = get_model("smollm2-135m")
+    recorded = ft.gpu_qlora_results()
+    from_run = ft.claims.check_c11(result, spec, 1000, recorded=recorded)
+    from_sheet = ft.claims.check_c11(result, spec, 1000)
+    assert "recorded" in from_run["evidence"] and "spec sheet" in from_sheet["evidence"]
+    slower = recorded.assign(tokens_per_s=recorded["tokens_per_s"] / 100)  # a GPU 100x slower turns hours into days
+    assert from_run["verdict"].startswith("holds") and ft.claims.check_c11(result, spec, 1000, recorded=slower)["corpus_hours"] > 48

@@ -1,7 +1,9 @@
 """The grading round trip, with otter really running the notebooks, on a busy machine."""
 import csv
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -15,6 +17,26 @@ TIMEOUT_S = 45  # a correct Lab 01 submission takes about 20 s under the CPU loa
 LOOP_TIMEOUT_S = 5  # a looping submission is cut off at this, then again at twice this when re-run alone
 
 
+# `bash kit test` installs bubblewrap where it can (root + apt: CI); elsewhere the attack test is skipped and says why
+SANDBOX = course.sandbox_available()
+MARKER = "ots-attack-7f3a"
+ATTACK = f"""import os, pathlib, subprocess, sys, helpers
+root = pathlib.Path(helpers.__file__).resolve().parent.parent
+for target in (root / "helpers" / "{MARKER}", pathlib.Path("/tmp/{MARKER}-written")):
+    try:
+        target.write_text("escaped")
+    except OSError:
+        pass
+subprocess.Popen([sys.executable, "-c", "import time, pathlib; time.sleep(8); pathlib.Path('/tmp/{MARKER}-late').write_text('x')  # {MARKER}"],
+                 start_new_session=True)
+readable = [p for p in (root / "solutions" / "{LAB}.ipynb", root / "build" / "autograder" / "{LAB}.zip")
+            if p.exists() and p.stat().st_size > 0]
+others = [p.name for p in pathlib.Path(os.environ.get("OTS_SUBMISSIONS", "/nonexistent")).glob("*.ipynb")]
+print("All tests passed! 6.0 / 6.0")
+if readable or others:  # what it could read shows in its grade: it ends its own kernel, so it scores zero
+    os._exit(1)"""
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     loaded, rest = tmp_path_factory.mktemp("under_load"), tmp_path_factory.mktemp("submissions")
@@ -25,16 +47,28 @@ def graded(tmp_path_factory):
     deleting.cells.insert(5, nbformat.v4.new_code_cell(
         "import os, shutil\nfor f in os.listdir('.'):\n    shutil.rmtree(f) if os.path.isdir(f) else os.remove(f)"))
     nbformat.write(deleting, rest / "dave_deletes.ipynb")
+    # a mischievous one: writes into the kit, leaves a detached process behind, hunts for answers and hidden tests
+    attacking = course.answered_lab(LAB)
+    attacking.cells.insert(5, nbformat.v4.new_code_cell(ATTACK))
+    nbformat.write(attacking, rest / "eve_attacks.ipynb")
+    (rest / "zed_truncated.ipynb").write_text('{"cells": [{"cell_type": "code", "sou')
     before = sorted(p.name for p in (ROOT / "labs" / LAB).rglob("*"))
     grades = tmp_path_factory.mktemp("grades")
     # the correct submission is graded while another job keeps a core busy
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        under_load = course.grade_folder(loaded, LAB, grades / "loaded.csv", timeout_s=TIMEOUT_S, workers=1)
+        under_load = course.grade_folder(loaded, LAB, grades / "loaded.csv", timeout_s=TIMEOUT_S, workers=1, sandbox=SANDBOX)
     finally:
         burner.kill()
-    others = course.grade_folder(rest, LAB, grades / "rest.csv", timeout_s=TIMEOUT_S, workers=2)
+    os.environ["OTS_SUBMISSIONS"] = str(rest)  # the attack is told where the class's notebooks are
+    try:
+        others = course.grade_folder(rest, LAB, grades / "rest.csv", timeout_s=TIMEOUT_S, workers=2, sandbox=SANDBOX)
+    finally:
+        os.environ.pop("OTS_SUBMISSIONS", None)
+    csv_after_return = (grades / "rest.csv").read_text()
+    time.sleep(10)  # longer than the detached process would wait before writing
     rows = {row["student"]: row for out in (under_load, others) for row in csv.DictReader(open(out))}
+    assert (grades / "rest.csv").read_text() == csv_after_return
     return rows, before
 
 
@@ -69,7 +103,7 @@ def test_looping_submission_is_retried_alone_then_recorded(tmp_path):
     looping = course.answered_lab(LAB)
     looping.cells.insert(5, nbformat.v4.new_code_cell("while True:\n    pass"))
     nbformat.write(looping, subs / "aaron_loops.ipynb")
-    out = course.grade_folder(subs, LAB, tmp_path / "grades.csv", timeout_s=LOOP_TIMEOUT_S, workers=2)
+    out = course.grade_folder(subs, LAB, tmp_path / "grades.csv", timeout_s=LOOP_TIMEOUT_S, workers=2, sandbox=SANDBOX)
     aaron = next(csv.DictReader(open(out)))
     assert aaron["error"].startswith("timed out twice") and float(aaron["total"]) == 0.0
     assert aaron["rerun"].startswith(f"timed out after {LOOP_TIMEOUT_S:g} s")
@@ -101,3 +135,45 @@ def test_make_grader_says_why_checks_are_off(tmp_path, capsys):
     assert "no tests/ folder" in capsys.readouterr().out
     assert course.make_grader(ROOT / "solutions") is None and capsys.readouterr().out == ""
     assert course.make_grader(ROOT / "labs" / LAB) is not None
+
+
+@pytest.mark.skipif(not SANDBOX, reason="bubblewrap is not installed here (apt-get install bubblewrap)")
+def test_attacks_from_a_submission_stay_in_its_sandbox(graded):
+    rows, before = graded
+    eve = rows["eve_attacks"]
+    # full marks: it read no solution, autograder or other submission (it kills its own kernel if it can), and
+    # nothing it wrote or started reached outside its scratch folder
+    assert float(eve["total"]) == float(eve["possible"]), eve
+    assert not (ROOT / "helpers" / MARKER).exists() and not list(ROOT.rglob(f"{MARKER}*"))
+    assert not Path(f"/tmp/{MARKER}-written").exists() and not Path(f"/tmp/{MARKER}-late").exists()
+    alive = subprocess.run(["pgrep", "-f", MARKER], capture_output=True, text=True).stdout.split()
+    assert alive == [], "a process the submission started outlived grading"
+    assert sorted(p.name for p in (ROOT / "labs" / LAB).rglob("*")) == before
+
+
+def test_a_damaged_notebook_is_one_readable_line_and_the_class_goes_on(graded):
+    rows, _ = graded
+    zed = rows["zed_truncated"]
+    assert zed["error"].startswith("not a valid notebook:") and "\n" not in zed["error"] and float(zed["total"]) == 0.0
+    assert float(rows["carol_partial"]["total"]) > 0  # graded in the same batch
+
+
+def test_without_a_sandbox_grading_refuses_and_names_the_fix(tmp_path, monkeypatch):
+    from helpers.errors import InputError
+
+    (tmp_path / "a.ipynb").write_text("{}")
+    monkeypatch.setattr(course.grading, "sandbox_available", lambda: False)
+    with pytest.raises(InputError) as error:
+        course.grade_folder(tmp_path, LAB, tmp_path / "g.csv")
+    assert "bubblewrap" in error.value.fix and "otter grade" in error.value.fix
+
+
+def test_cli_guesses_the_lab_past_a_damaged_notebook(tmp_path, capsys):
+    from helpers.course.__main__ import main
+
+    (tmp_path / "aa_broken.ipynb").write_text("not json")
+    nbformat.write(course.answered_lab(LAB, set()), tmp_path / "bb_blank.ipynb")
+    args = ["grade", str(tmp_path), "--out", str(tmp_path / "out" / "g.csv"), "--timeout", "90"] + ([] if SANDBOX else ["--no-sandbox"])
+    assert main(args) == 0
+    rows = {r["student"]: r for r in csv.DictReader(open(tmp_path / "out" / "g.csv"))}
+    assert rows["aa_broken"]["error"].startswith("not a valid notebook") and rows["bb_blank"]["error"] == ""

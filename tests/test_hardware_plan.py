@@ -136,3 +136,18 @@ def test_explicit_arguments_win_over_the_plan(monkeypatch):
     with pytest.raises(RuntimeError, match="smollm2-135m"):
         models.load_model(plan=p)
     assert seen == {"precision": "nf4", "device": "cpu"}
+
+
+def test_plan_errors_and_slow_overrides_name_ots_plan():
+    from helpers.errors import InputError
+    from helpers.hardware import cpu_hardware
+    from helpers.plan import plan
+
+    with pytest.raises(InputError) as error:
+        plan("02", cpu_hardware(), override="model=llama-9000")
+    assert "OTS_PLAN asks for model 'llama-9000'" in error.value.problem and "drop model= from OTS_PLAN" in error.value.fix
+    with pytest.raises(InputError, match="not a positive whole number"):
+        plan("02", cpu_hardware(), override="batch=abc")
+    forced = plan("03", cpu_hardware(), override="tier=colab")
+    assert forced.device == "cpu" and any("To undo: unset OTS_PLAN" in note for note in forced.notes)
+    assert not any("To undo" in note for note in plan("03", cpu_hardware(), override="tier=cpu").notes)

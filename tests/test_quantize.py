@@ -100,3 +100,16 @@ def test_random_model_configs_reproduce_the_catalog_architecture(key):
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config_for(key))
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(get_model(key).parameter_count(), rel=0.005)
+
+
+def test_claims_c6_c8_take_the_learners_exercise_answers():
+    from helpers import quantize as q
+
+    base6, base8 = q.claims.check_c6(), q.claims.check_c8()
+    assert "do exercise 2" in base6["evidence"] and "do exercise 1" in base8["evidence"]
+    fits = q.claims.check_c8(your_load_gb=10.0)
+    assert fits["verdict"] == base8["verdict"] and "10.0 GB" in fits["evidence"]
+    assert "one conversation at a time" in q.claims.check_c8(your_load_gb=30.0)["verdict"]
+    assert "more than an 8B model needs" in q.claims.check_c6(your_largest_on_l4="gemma2-9b")["verdict"]
+    assert q.claims.check_c6(your_largest_on_l4="smollm2-135m")["verdict"] == base6["verdict"]
+    assert "not a catalog key" in q.claims.check_c6(your_largest_on_l4="llama-9000")["evidence"]

@@ -20,6 +20,7 @@ class BenchSettings:
     batches: list[int]
     quality_rows: int
     compile: bool
+    peer_rows: int = 0  # rows lm_eval scores in the cross-check (0: the peer cross-checks are skipped, as in quick mode)
 
 
 def bench_settings(plan) -> BenchSettings:
@@ -27,12 +28,12 @@ def bench_settings(plan) -> BenchSettings:
     powers = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= max(1, plan.batch)]
     if plan.quick:
         return BenchSettings(max_tokens=8, repeats=2, concurrencies=powers[:2], requests_per_level=2, batches=powers[:2],
-                             quality_rows=4, compile=False)
+                             quality_rows=4, compile=False, peer_rows=0)
     if plan.device == "cpu":
         return BenchSettings(max_tokens=16, repeats=3, concurrencies=powers[:3], requests_per_level=4, batches=powers[:4],
-                             quality_rows=12, compile=False)
+                             quality_rows=12, compile=False, peer_rows=6)
     return BenchSettings(max_tokens=64, repeats=5, concurrencies=powers, requests_per_level=2 * powers[-1], batches=powers,
-                         quality_rows=200, compile=True)
+                         quality_rows=200, compile=True, peer_rows=100)
 
 
 def batch1_table(engines: list, prompts: list[str], max_tokens: int, repeats: int = 3, progress: bool = True):

@@ -1,5 +1,6 @@
-"""``python -m helpers.course build [LAB ...]`` (solutions/ -> labs/ + build/autograder/*.zip) and
-``python -m helpers.course grade DIR [LAB]`` (DIR/*.ipynb -> grades/<lab>.csv)."""
+"""``python -m helpers.course build [LAB ...]`` (solutions/ -> labs/ + build/autograder/*.zip),
+``python -m helpers.course grade DIR [LAB]`` (DIR/*.ipynb -> grades/<lab>.csv) and
+``python -m helpers.course release DIR`` (the student release)."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_build = sub.add_parser("build", help="generate labs/ from solutions/")
     p_build.add_argument("labs", nargs="*")
+    p_release = sub.add_parser("release", help="write the student release (no solutions, hidden tests or autograders) to DIR")
+    p_release.add_argument("folder")
     p_grade = sub.add_parser("grade", help="grade a folder of submitted notebooks into a CSV")
     p_grade.add_argument("folder")
     p_grade.add_argument("lab", nargs="?", help="lab name, e.g. 00_first_open_model (default: guessed from the notebooks)")
@@ -23,21 +26,47 @@ def main(argv: list[str] | None = None) -> int:
     p_grade.add_argument("--timeout", type=float, default=None,
                          help="seconds per submission (default: the lab plan's expected time x 4, at least 120; a timeout is re-run alone at 2x)")
     p_grade.add_argument("--workers", type=int, default=2)
+    p_grade.add_argument("--no-sandbox", action="store_true",
+                         help="grade without the bubblewrap sandbox: only for notebooks you trust (your own, a TA's)")
     args = parser.parse_args(argv)
     if args.command == "build":
         build(args.labs or None)
         return 0
+    if args.command == "release":
+        from ..errors import KitError
+        from .release import release
+
+        try:
+            out = release(args.folder)
+        except KitError as error:
+            print(f"{error.problem}\n  -> fix: {error.fix}", file=sys.stderr)
+            return 2
+        print(f"student release written to {out} (one git commit): push it where the class clones from, and set\n"
+              f"[project.urls] Repository in its pyproject.toml (then bash kit build-labs there) so Colab badges point at it")
+        return 0
     lab = args.lab
     if lab is None:
-        for path in Path(args.folder).glob("*.ipynb"):
-            name = json.loads(path.read_text()).get("metadata", {}).get("otter", {}).get("assignment_name")
+        for path in sorted(Path(args.folder).glob("*.ipynb")):
+            try:  # a damaged submission must not stop the class being graded: the next one names the lab
+                name = json.loads(path.read_text()).get("metadata", {}).get("otter", {}).get("assignment_name")
+            except (ValueError, UnicodeDecodeError, AttributeError):
+                continue
             if name:
                 lab = name
                 break
     if lab not in lab_names():
         print(f"unknown lab {lab!r}; labs: {', '.join(lab_names())}", file=sys.stderr)
         return 2
-    out = grade_folder(Path(args.folder), lab, Path(args.out) if args.out else None, args.timeout, args.workers)
+    from ..errors import KitError
+
+    if args.no_sandbox:
+        print("warning: grading without a sandbox: a submission can read and write whatever you can", file=sys.stderr)
+    try:
+        out = grade_folder(Path(args.folder), lab, Path(args.out) if args.out else None, args.timeout, args.workers,
+                           sandbox=not args.no_sandbox)
+    except KitError as error:
+        print(f"{error.problem}\n  -> fix: {error.fix}", file=sys.stderr)
+        return 2
     print(out.read_text())
     print(f"written to {out}")
     return 0

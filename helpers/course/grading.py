@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import REPO_ROOT
+from ..paths import REPO_ROOT, cache_dir
 from .labs import BUILD, SOLUTIONS, assign, otter_bin
 
 class LazyGrader:
@@ -117,6 +117,36 @@ class GradeResult:
     seconds: float = 0.0
 
 
+SANDBOX_FIX = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; it needs Linux user or root namespaces), "
+               "or grade in otter's Docker containers (otter grade); --no-sandbox grades without one, for trusted notebooks only")
+
+
+def sandbox_available() -> bool:
+    """Whether submissions can be graded in a bubblewrap sandbox on this machine (Linux, bwrap installed and allowed)."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return False
+    probe = subprocess.run([bwrap, "--die-with-parent", "--unshare-pid", "--unshare-net", "--ro-bind", "/", "/", "true"],
+                           capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+def sandbox_prefix(scratch: Path, work: Path, hide: list[Path] = ()) -> list[str]:
+    """bubblewrap arguments for one submission: the whole machine read-only, a private /tmp, no network,
+    its scratch folder the only writable place, its own PID namespace (every process it starts dies with
+    it), no capabilities even when grading as root, and what a student must not read hidden by empty
+    folders: the solutions, built autograders, gradebooks and the other submissions."""
+    args = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--new-session",
+            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
+            "--bind", str(scratch), str(scratch), "--chdir", str(work)]
+    if os.geteuid() == 0:
+        args += ["--cap-drop", "ALL"]  # root in the sandbox could otherwise remount / read-write
+    for path in (SOLUTIONS, BUILD, REPO_ROOT / "grades", *hide):
+        if Path(path).is_dir() and not str(scratch).startswith(str(path)):
+            args += ["--tmpfs", str(Path(path).resolve())]
+    return args
+
+
 def _kill_tree(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
@@ -124,17 +154,26 @@ def _kill_tree(process: subprocess.Popen) -> None:
         pass
 
 
-def grade_one(submission: Path, lab: str, timeout_s: float = 300.0) -> GradeResult:
-    """Grade one notebook with ``otter run`` in its own process group, in a scratch folder.
+def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: bool = True, hide: list[Path] = ()) -> GradeResult:
+    """Grade one notebook with ``otter run`` in its own process group, in a scratch folder, inside a
+    bubblewrap sandbox (see :func:`sandbox_prefix`; ``sandbox=False`` only for trusted notebooks).
 
     The submission runs on a copy in a temporary folder (its working directory), so a notebook
     that deletes files in its folder deletes only its copy; one that loops is killed at
     ``timeout_s`` with its kernel; one that crashes gets zero and its error is recorded.
     """
+    import nbformat
+
     points = question_points(lab)
     student = submission.stem
     possible = sum(points.values())
     start = time.perf_counter()
+    try:
+        nbformat.validate(nbformat.read(submission, as_version=4))
+    except Exception as error:  # noqa: BLE001 - any unreadable file is one readable line in the gradebook
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible, f"not a valid notebook: {reason}"[:300],
+                           time.perf_counter() - start)
     scratch = Path(tempfile.mkdtemp(prefix=f"grade-{student}-"))
     try:
         # the notebook's working folder holds only its own copy; the autograder and the results
@@ -144,11 +183,17 @@ def grade_one(submission: Path, lab: str, timeout_s: float = 300.0) -> GradeResu
         shutil.copy(submission, work / "submission.ipynb")
         shutil.copy(autograder_zip(lab), scratch / "autograder.zip")
         (scratch / "out").mkdir()
-        env = dict(os.environ, MPLBACKEND="Agg", OTS_PLAN=os.environ.get("OTS_PLAN", "tier=cpu"))
-        process = subprocess.Popen(
-            [otter_bin(), "run", "-a", str(scratch / "autograder.zip"), "-o", str(scratch / "out"), str(work / "submission.ipynb")],
-            cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env,
-        )
+        home = scratch / "home"
+        home.mkdir()
+        # the kernel's home, results store and ledger are in the scratch folder; the model cache is read where it is
+        env = dict(os.environ, MPLBACKEND="Agg", OTS_PLAN=os.environ.get("OTS_PLAN", "tier=cpu"), HOME=str(home),
+                   OTS_CACHE=str(cache_dir()), OTS_RESULTS=str(home / "results.json"), OTS_LEDGER=str(home / "ledger.csv"),
+                   XDG_CACHE_HOME=str(home / ".cache"), MPLCONFIGDIR=str(home / ".mpl"), HF_HUB_OFFLINE="1")
+        command = [otter_bin(), "run", "-a", str(scratch / "autograder.zip"), "-o", str(scratch / "out"), str(work / "submission.ipynb")]
+        if sandbox:
+            command = sandbox_prefix(scratch, work, hide) + command
+        process = subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   start_new_session=True, env=env)
         try:
             output, _ = process.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -159,6 +204,10 @@ def grade_one(submission: Path, lab: str, timeout_s: float = 300.0) -> GradeResu
         _kill_tree(process)  # the kernel and anything the notebook started
         results_file = scratch / "out" / "results.json"
         if not results_file.exists():
+            if "DeadKernelError" in output:
+                return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible,
+                                   "kernel died: the notebook ended its own Python process (os._exit, a crash, or out of memory)",
+                                   time.perf_counter() - start)
             last = " | ".join(line for line in output.strip().splitlines()[-3:])
             return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible, f"grading failed: {last}"[:500],
                                time.perf_counter() - start)
@@ -198,7 +247,8 @@ def default_timeout_s(lab: str) -> float:
     return max(MIN_TIMEOUT_S, expected * TIMEOUT_SAFETY + 60)
 
 
-def grade_folder(folder: Path, lab: str, out_csv: Path | None = None, timeout_s: float | None = None, workers: int = 2) -> Path:
+def grade_folder(folder: Path, lab: str, out_csv: Path | None = None, timeout_s: float | None = None, workers: int = 2,
+                 sandbox: bool = True) -> Path:
     """Grade every ``*.ipynb`` in ``folder`` into a CSV: student, points per question, total, error, rerun.
 
     Submissions are graded ``workers`` at a time. One that times out is graded again, alone, with
@@ -211,16 +261,21 @@ def grade_folder(folder: Path, lab: str, out_csv: Path | None = None, timeout_s:
         from ..errors import InputError
 
         raise InputError(f"no .ipynb files in {folder}", fix="point at the folder holding the submitted notebooks")
+    if sandbox and not sandbox_available():
+        from ..errors import InputError
+
+        raise InputError("submissions cannot be sandboxed on this machine (bubblewrap is missing or not allowed)", fix=SANDBOX_FIX)
     timeout_s = timeout_s or default_timeout_s(lab)
     out_csv = Path(out_csv or REPO_ROOT / "grades" / f"{lab}.csv")
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     autograder_zip(lab)  # build once before the workers start
+    hide = [folder.resolve(), out_csv.parent.resolve()]  # other students' notebooks and the gradebook
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(lambda path: grade_one(path, lab, timeout_s), submissions))
+        results = list(pool.map(lambda path: grade_one(path, lab, timeout_s, sandbox, hide), submissions))
     reruns: dict[str, str] = {}
     for index, (path, first) in enumerate(zip(submissions, results)):
         if first.error.startswith("timed out"):
-            again = grade_one(path, lab, timeout_s * RETRY_FACTOR)
+            again = grade_one(path, lab, timeout_s * RETRY_FACTOR, sandbox, hide)
             if again.error.startswith("timed out"):
                 again.error = f"timed out twice: after {timeout_s:.0f} s with {workers} at a time, then {timeout_s * RETRY_FACTOR:.0f} s alone"
             reruns[first.student] = f"timed out after {timeout_s:.0f} s; re-run alone"

@@ -10,8 +10,11 @@ FULL_FLOPS_PER_TOKEN = 6  # x parameters: forward 2N, backward 4N (activation an
 LORA_FLOPS_PER_TOKEN = 4  # x parameters: forward 2N, activation gradients 2N; adapter gradients are tiny
 
 
-def check_c9(spec, trainable: int) -> dict:
-    """C9: LoRA cuts fine-tuning compute about 90% while keeping quality."""
+def check_c9(spec, trainable: int, before=None, after=None) -> dict:
+    """C9: LoRA cuts fine-tuning compute about 90% while keeping quality.
+
+    ``before`` / ``after``: the learner's evaluation tables (untuned, tuned): the "keeping quality" half is
+    decided by them (category accuracy; the tuned model must not fall below the untuned one's interval)."""
     memory = full_finetune_memory(spec).loc["total"]
     compute_cut = 1 - LORA_FLOPS_PER_TOKEN / FULL_FLOPS_PER_TOKEN
     memory_cut = 1 - memory["LoRA r=16 (bf16 base)"] / memory["full fine-tuning"]
@@ -19,9 +22,19 @@ def check_c9(spec, trainable: int) -> dict:
     evidence = (f"{spec.key}: LoRA trains {share:.2%} of the parameters; per-token compute about {LORA_FLOPS_PER_TOKEN}N vs "
                 f"{FULL_FLOPS_PER_TOKEN}N FLOPs ({compute_cut:.0%} less: the frozen base still runs forward and backward); "
                 f"training memory {memory_cut:.0%} less (no gradients or Adam state for frozen weights)")
+    quality = ""
+    if before is not None and after is not None:
+        b, a = before.loc["category"], after.loc["category"]
+        quality = ("rose" if a["low"] > b["high"] else "held" if a["high"] >= b["low"] else "fell")
+        evidence += (f"; measured in your run: category accuracy {b['rate']:.0%} before, {a['rate']:.0%} after "
+                     f"(95% interval {a['low']:.0%}-{a['high']:.0%})")
+    else:
+        evidence += "; quality not measured (pass the before/after tables)"
     verdict = ("does not hold for compute, which falls by about a third; it holds for trained parameters and memory"
                if compute_cut < 0.8 else "holds")
-    return {"verdict": verdict, "evidence": evidence, "compute_cut": compute_cut, "memory_cut": memory_cut}
+    if quality:
+        verdict += f", and quality {quality} on this task in your run" + (" (so the quality half does not hold either)" if quality == "fell" else "")
+    return {"verdict": verdict, "evidence": evidence, "compute_cut": compute_cut, "memory_cut": memory_cut, "quality": quality}
 
 
 def check_c10(activations_gb: float | None = None) -> dict:
@@ -39,28 +52,48 @@ def check_c10(activations_gb: float | None = None) -> dict:
     return {"verdict": verdict, "evidence": evidence, "need_gb": need}
 
 
-def check_c11(result, spec, rows: int, epochs: int = 3, corpus_tokens: float = 50e6) -> dict:
-    """C11: a developer can fine-tune Mistral/LLaMA on one high-end GPU in hours to days."""
+def check_c11(result, spec, rows: int, epochs: int = 3, corpus_tokens: float = 50e6, recorded=None) -> dict:
+    """C11: a developer can fine-tune Mistral/LLaMA on one high-end GPU in hours to days.
+
+    The hours come from a measured throughput: the recorded H100 QLoRA run of a 7B (``recorded``, the
+    course's GPU measurement, labelled as such) when there is one, else the spec sheet at 35% of peak."""
     mistral = get_model("mistral-7b")
     tokens_per_row = result.tokens_seen / max(result.examples_seen, 1)
     task_tokens = rows * tokens_per_row * epochs
-    h100 = gpu_specs()["H100"]["bf16_tflops"] * 1e12 * 0.35
-    task_minutes = LORA_FLOPS_PER_TOKEN * mistral.parameter_count() * task_tokens / h100 / 60
-    corpus_hours = LORA_FLOPS_PER_TOKEN * mistral.parameter_count() * corpus_tokens / h100 / 3600
     measured = result.tokens_per_s * spec.parameter_count() * LORA_FLOPS_PER_TOKEN / 1e12
+    if recorded is not None and len(recorded):
+        best = recorded.loc[recorded["tokens_per_s"].idxmax()]
+        gpu_tokens_per_s = float(best["tokens_per_s"]) * get_model(best["model"]).parameter_count() / mistral.parameter_count()
+        source = f"the course's recorded {best['hardware']} QLoRA run of {best['model']} ({best['tokens_per_s']:.0f} tokens/s, {best['date']})"
+    else:
+        gpu_tokens_per_s = gpu_specs()["H100"]["bf16_tflops"] * 1e12 * 0.35 / (LORA_FLOPS_PER_TOKEN * mistral.parameter_count())
+        source = "the H100 spec sheet at 35% of peak (no GPU run recorded)"
+    task_minutes = task_tokens / gpu_tokens_per_s / 60
+    corpus_hours = corpus_tokens / gpu_tokens_per_s / 3600
     evidence = (f"measured here: {result.tokens_per_s:.0f} tokens/s on {spec.key} ({measured:.2f} TFLOP/s effective); "
-                f"Mistral 7B LoRA on one H100 at 35% of peak: this task ({rows} rows x {epochs} epochs) about {task_minutes:.0f} min, "
+                f"Mistral 7B on one H100 from {source}: this task ({rows} rows x {epochs} epochs) about {task_minutes:.0f} min, "
                 f"a {corpus_tokens / 1e6:.0f}M-token corpus about {corpus_hours:.1f} h")
     verdict = "holds" if corpus_hours < 24 * 7 else "holds only if the corpus is small"
-    verdict += ": hours for a large corpus, minutes for a task this size"
+    verdict += ": hours for a large corpus, minutes for a task this size" if corpus_hours < 48 else ": days for a large corpus"
     return {"verdict": verdict, "evidence": evidence, "task_minutes": task_minutes, "corpus_hours": corpus_hours}
 
 
-def check_c12(zero_shot, few_shot, after, plan) -> dict:
-    """C12: a fine-tuned small open model can beat much larger general models on a narrow domain."""
-    evidence = (f"{plan.model} exact match: zero-shot {zero_shot.loc['exact match', 'rate']:.0%}, few-shot "
-                f"{few_shot.loc['exact match', 'rate']:.0%}, after LoRA {after.loc['exact match', 'rate']:.0%} "
-                f"(95% interval {after.loc['exact match', 'low']:.0%}-{after.loc['exact match', 'high']:.0%}); "
+def check_c12(zero_shot, few_shot, after, plan, your_after_low: float | None = None) -> dict:
+    """C12: a fine-tuned small open model can beat much larger general models on a narrow domain.
+
+    No much larger model runs on the CPU tier, so the verdict tests the half this lab measures: does the
+    tuned model beat its own untuned self, prompted as well as it can be (few-shot), beyond the intervals?
+    ``your_after_low``: the learner's exercise-2 reading of the tuned model's lower bound (used as the bar
+    when given). The larger-model half is Lab 04's comparison with published scores and the GPU tier's run."""
+    low = after.loc["category", "low"] if your_after_low is None else your_after_low
+    bar = max(few_shot.loc["category", "high"], zero_shot.loc["category", "high"])
+    evidence = (f"{plan.model} category accuracy: zero-shot {zero_shot.loc['category', 'rate']:.0%}, few-shot "
+                f"{few_shot.loc['category', 'rate']:.0%} (upper bound {bar:.0%}), after LoRA {after.loc['category', 'rate']:.0%} "
+                f"(lower bound {low:.0%}{', your exercise 2' if your_after_low is not None else ''}); "
                 "no larger general model was run in this lab")
-    verdict = "cannot tell yet: the tuned model beats its own untuned self; Lab 04 compares it with a larger general model"
-    return {"verdict": verdict, "evidence": evidence}
+    if low > bar:
+        verdict = ("holds in part: the tuned model beats its own untuned self beyond the intervals; "
+                   "against a much larger general model, see Lab 04 (published scores) and the GPU tier")
+    else:
+        verdict = "does not hold here: the tuned model does not clearly beat even its own few-shot self"
+    return {"verdict": verdict, "evidence": evidence, "beats_untuned": bool(low > bar)}

@@ -8,8 +8,11 @@ from ..hardware import USABLE_VRAM, gpu_specs, roofline_tokens_per_s
 from .measure import gpus_to_fit, memory_saving
 
 
-def check_c6(context: int = 8192) -> dict:
-    """C6: 8B models run on a single A100; 70B needs 4-8 GPUs."""
+def check_c6(context: int = 8192, your_largest_on_l4: str | None = None) -> dict:
+    """C6: 8B models run on a single A100; 70B needs 4-8 GPUs.
+
+    ``your_largest_on_l4``: the learner's exercise 2 (the largest catalog model on one 24 GB L4 in int8);
+    when it is 8B or bigger, an A100 is more than an 8B model needs, and the verdict says so."""
     small = {gpu: gpus_to_fit("llama3.1-8b", "bf16", gpu, context) for gpu in ("A100-40GB", "A100-80GB")}
     big = {(gpu, p): gpus_to_fit("llama3-70b", p, gpu, context) for gpu in ("A100-40GB", "A100-80GB") for p in ("bf16", "int8", "nf4")}
     evidence = (f"at {context} tokens of context: Llama 3.1 8B bf16 needs {small['A100-40GB']} x A100-40GB / {small['A100-80GB']} x A100-80GB; "
@@ -23,6 +26,20 @@ def check_c6(context: int = 8192) -> dict:
                    f"{big[('A100-80GB', 'bf16')]} in bf16 and {big[('A100-80GB', 'nf4')]} in 4-bit (more for long contexts and batches)")
     else:
         verdict = "does not hold"
+    if your_largest_on_l4 is not None:
+        from ..catalog import get_model
+        from ..errors import KitError
+
+        try:
+            billions = get_model(your_largest_on_l4).parameter_count() / 1e9
+        except KitError:
+            return {"verdict": verdict, "evidence": evidence + f"; your exercise 2 answer {your_largest_on_l4!r} is not a catalog key",
+                    "counts": {**{("llama3.1-8b", g): n for g, n in small.items()}, **big}}
+        evidence += f"; your exercise 2: the largest catalog model on one 24 GB L4 in int8 is {your_largest_on_l4} ({billions:.1f}B)"
+        if billions >= 7.5 and verdict != "does not hold":
+            verdict += "; an A100 is more than an 8B model needs: a 24 GB L4 holds one in int8 (your exercise 2)"
+    else:
+        evidence += "; do exercise 2 to test the claim on a smaller card"
     return {"verdict": verdict, "evidence": evidence, "counts": {**{("llama3.1-8b", g): n for g, n in small.items()}, **big}}
 
 
@@ -48,8 +65,11 @@ def check_c7(measured=None) -> dict:
     return {"verdict": verdict, "evidence": evidence, "int8": (min(int8), max(int8)), "nf4": (min(nf4), max(nf4))}
 
 
-def check_c8(context: int = 4096, vram_gb: float = 16.0) -> dict:
-    """C8: Mistral 7B runs well on a consumer GPU with 16 GB (T4-like bandwidth used for 'well')."""
+def check_c8(context: int = 4096, vram_gb: float = 16.0, your_load_gb: float | None = None) -> dict:
+    """C8: Mistral 7B runs well on a consumer GPU with 16 GB (T4-like bandwidth used for 'well').
+
+    ``your_load_gb``: the learner's exercise 1 (a 7B in NF4 serving 4 conversations of 8,192 tokens); when that
+    load does not fit in 16 GB, "runs well" holds for one short conversation, not for a desk's load."""
     usable = vram_gb * USABLE_VRAM
     totals = {p: estimate_memory("mistral-7b", p, context, 1).total_gb for p in ("bf16", "int8", "nf4")}
     fits = [p for p, gb in totals.items() if gb <= usable]
@@ -59,4 +79,10 @@ def check_c8(context: int = 4096, vram_gb: float = 16.0) -> dict:
                 + f" vs {usable:.1f} GB usable of {vram_gb:.0f} GB; decode roofline at {t4:.0f} GB/s: "
                 + ", ".join(f"{p} <= {v:.0f} tokens/s" for p, v in speed.items()))
     verdict = verdict_from_fit("bf16" in fits, bool(fits), f"quantized ({' or '.join(fits)}): bf16 weights alone nearly fill 16 GB")
+    if your_load_gb is not None:
+        evidence += f"; your exercise 1: a 7B in NF4 serving 4 x 8,192 tokens needs {your_load_gb:.1f} GB"
+        if your_load_gb > usable and fits:
+            verdict += f", and for one conversation at a time: 4 x 8,192 tokens needs more than {usable:.1f} GB (your exercise 1)"
+    else:
+        evidence += "; do exercise 1 to test it at a support desk's load"
     return {"verdict": verdict, "evidence": evidence, "totals": totals}
