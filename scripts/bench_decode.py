@@ -1,6 +1,7 @@
-"""Benchmark (not a test): decode tokens/s of the embedded model at each precision, side by side,
-with ratios to fp32 and, where llama-cpp-python is installed, to llama.cpp on the same GGUF file
-in the same run.
+"""Benchmark (not a test): decode tokens/s of the embedded model at batch 1 per engine and precision,
+side by side: transformers at each precision (dynamic cache), transformers fp32 with a static cache
+(Lab 04's in-process engines), and llama.cpp on the same GGUF file where llama-cpp-python is installed,
+with ratios to fp32 and to llama.cpp measured in the same run.
 
     python scripts/bench_decode.py [--new-tokens 64] [--repeats 3]
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from helpers.bench.engines import InProcessEngine  # noqa: E402
 from helpers.models import load_model  # noqa: E402
 from helpers.quantize.measure import CPU_PRECISIONS, decode_speed, llama_cpp_available, llama_cpp_decode  # noqa: E402
 
@@ -29,6 +31,11 @@ def main(argv=None) -> int:
         model, tokenizer = load_model("smollm2-135m", precision=precision, device="cpu")
         speeds = [decode_speed(model, tokenizer, new_tokens=args.new_tokens).decode_tokens_per_s for _ in range(args.repeats)]
         results[f"transformers {precision}"] = statistics.median(speeds)
+        if precision == "fp32":  # Lab 04's other in-process engine, on the same weights
+            engine = InProcessEngine(model, tokenizer, cache="static")
+            engine.run("Hello", 2)  # warm-up: the static cache is allocated once
+            records = [engine.run("Write a short note to a customer about a delayed parcel.", args.new_tokens) for _ in range(args.repeats)]
+            results["transformers fp32 static cache"] = statistics.median(1 / r.tpot for r in records if r.ok)
         del model, tokenizer
         gc.collect()
     if llama_cpp_available():
@@ -38,9 +45,9 @@ def main(argv=None) -> int:
         print("llama-cpp-python not installed: llama.cpp column skipped (pip install -e '.[llamacpp]')")
     base = results.get("transformers fp32") or next(iter(results.values()))
     ref = results.get("llama.cpp gguf-q4_1")
-    print(f"{'engine / precision':<28}{'tokens/s':>10}{'vs fp32':>10}" + (f"{'vs llama.cpp':>14}" if ref else ""))
+    print(f"{'engine / precision':<32}{'tokens/s':>10}{'vs fp32':>10}" + (f"{'vs llama.cpp':>14}" if ref else ""))
     for name, speed in results.items():
-        line = f"{name:<28}{speed:>10.1f}{speed / base:>9.2f}x"
+        line = f"{name:<32}{speed:>10.1f}{speed / base:>9.2f}x"
         if ref:
             line += f"{speed / ref:>13.2f}x"
         print(line)

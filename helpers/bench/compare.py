@@ -21,6 +21,9 @@ class BenchSettings:
     quality_rows: int
     compile: bool
     peer_rows: int = 0  # rows lm_eval scores in the cross-check (0: the peer cross-checks are skipped, as in quick mode)
+    # concurrency levels GuideLLM re-measures: on a CPU only 1, because `transformers serve` answers one request at a
+    # time there and above 1 the figures depend on when each harness's requests arrive (the two schedule differently)
+    peer_levels: tuple[int, ...] = ()
 
 
 def bench_settings(plan) -> BenchSettings:
@@ -31,9 +34,10 @@ def bench_settings(plan) -> BenchSettings:
                              quality_rows=4, compile=False, peer_rows=0)
     if plan.device == "cpu":
         return BenchSettings(max_tokens=16, repeats=3, concurrencies=powers[:3], requests_per_level=4, batches=powers[:4],
-                             quality_rows=12, compile=False, peer_rows=6)
+                             quality_rows=12, compile=False, peer_rows=6, peer_levels=(1,))
     return BenchSettings(max_tokens=64, repeats=5, concurrencies=powers, requests_per_level=2 * powers[-1], batches=powers,
-                         quality_rows=200, compile=True, peer_rows=100)
+                         quality_rows=200, compile=True, peer_rows=100,
+                         peer_levels=tuple(c for c in powers if 2 * c <= 2 * powers[-1]))
 
 
 def batch1_table(engines: list, prompts: list[str], max_tokens: int, repeats: int = 3, progress: bool = True):

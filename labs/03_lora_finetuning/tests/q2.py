@@ -2,8 +2,11 @@ OK_FORMAT = True
 
 test = {   'name': 'q2',
     'points': 2,
-    'suites': [   {   'cases': [   {   'code': ">>> assert json_gain is not ... and category_after_low is not ..., 'not done yet: set json_gain and category_after_low'\n"
-                                               ">>> assert -1 <= json_gain <= 1 and 0 <= category_after_low <= 1, 'rates are between 0 and 1'\n",
+    'suites': [   {   'cases': [   {   'code': '>>> from helpers.course.feedback import first_failure\n'
+                                               ">>> first_failure((lambda: json_gain is not ... and category_after_low is not ..., 'not done yet: set json_gain and category_after_low'), (lambda: -1 "
+                                               "<= json_gain <= 1, lambda: f'a change of a rate is a fraction between -1 and 1 (0.5 for +50 points), got {json_gain!r}'), (lambda: category_after_low "
+                                               '< after.loc[\'category\', \'rate\'] or after.loc[\'category\', \'rate\'] == 0, lambda: f"the lower end of the interval sits below the rate '
+                                               '({after.loc[\'category\', \'rate\']:.3f}), got {category_after_low!r}"))\n',
                                        'hidden': False,
                                        'locked': False}],
                       'scored': True,
