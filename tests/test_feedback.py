@@ -86,3 +86,67 @@ def test_lab01_public_checks_teach(question, env, passes, says):
     if not passes:
         lines = [line.strip() for line in check.summary().splitlines() if line.strip().startswith("✗")]
         assert len(lines) == 1 and says in lines[0] and "Traceback" not in check.summary()
+
+
+def _run(lab: str, question: str, env: dict):
+    check = OKTestFile.from_file(str(REPO_ROOT / "labs" / lab / "tests" / f"{question}.py"))
+    check.run(dict(env))
+    lines = [line.strip() for line in check.summary().splitlines() if line.strip().startswith("✗")]
+    return check.passed_all, lines, check.summary()
+
+
+TICKET = "Hello, I cannot log in to my account since this morning. Please help!"
+QUESTION = "In one sentence, what does a support desk do?"
+TABLE = pd.DataFrame({"perplexity": [30.0, 31.0, 45.0]}, index=["fp32", "int8", "nf4"])
+
+
+def _lab02_env(**answers):
+    from helpers import quantize as q
+    from helpers.catalog import catalog, estimate_memory
+
+    return {"q": q, "catalog": catalog, "estimate_memory": estimate_memory, "table": TABLE, **answers}
+
+
+@pytest.mark.parametrize("lab, question, env, passes, says", [
+    ("00_first_open_model", "q1", {"TICKET": TICKET, "n_tokens": 17, "tokens_per_word": 17 / 13}, True, ""),
+    ("00_first_open_model", "q1", {"TICKET": TICKET, "n_tokens": ..., "tokens_per_word": ...}, False, "not done yet"),
+    ("00_first_open_model", "q1", {"TICKET": TICKET, "n_tokens": 13, "tokens_per_word": 1.0}, False, "number of words"),
+    ("00_first_open_model", "q1", {"TICKET": TICKET, "n_tokens": 17, "tokens_per_word": 13 / 17}, False, "tokens per word = n_tokens / words"),
+    ("00_first_open_model", "q2", {"QUESTION": QUESTION, "reply": "It helps customers."}, True, ""),
+    ("00_first_open_model", "q2", {"QUESTION": QUESTION, "reply": f"<|im_start|>user\n{QUESTION}<|im_end|>\nIt helps."}, False, "still holds the prompt"),
+    ("02_quantized_inference", "q1", _lab02_env(predicted_gb=10.643808256), True, ""),
+    ("02_quantized_inference", "q1", _lab02_env(predicted_gb=7.196090368), False, "fits one conversation"),
+    ("02_quantized_inference", "q1", _lab02_env(predicted_gb=30.0), False, "16-bit figure"),
+    ("02_quantized_inference", "q2", _lab02_env(largest_on_l4="gemma2-9b"), True, ""),
+    ("02_quantized_inference", "q2", _lab02_env(largest_on_l4="mixtral-8x7b"), False, "does not fit on one L4"),
+    ("02_quantized_inference", "q3", _lab02_env(nf4_increase=0.5, why="a"), True, ""),
+    ("02_quantized_inference", "q3", _lab02_env(nf4_increase=1.5, why="a"), False, "ratio minus 1"),
+    ("02_quantized_inference", "q3", _lab02_env(nf4_increase=50.0, why="a"), False, "not a percentage"),
+    ("04_benchmarking", "q1", {"stream": [100.42, 100.47, 100.53, 100.58, 100.71, 100.76], "ttft": 0.42, "tpot": 0.068,
+                               "itl": [0.05, 0.06, 0.05, 0.13, 0.05]}, True, ""),
+    ("04_benchmarking", "q1", {"stream": [100.42, 100.76], "ttft": 100.42, "tpot": 0.34, "itl": [0.34]}, False, "expected 0.42 s"),
+    ("04_benchmarking", "q1", {"stream": [100.42, 100.47, 100.53, 100.58, 100.71, 100.76], "ttft": 0.42, "tpot": 0.76 / 6,
+                               "itl": [0.05, 0.06, 0.05, 0.13, 0.05]}, False, "TPOT = (E2E - TTFT) / (tokens - 1)"),
+    ("04_benchmarking", "q3", {"predicted_speedup": 2.75, "why_not": "some layers stay in sixteen bits here"}, True, ""),
+    ("04_benchmarking", "q3", {"predicted_speedup": 1 / 2.75, "why_not": "some layers stay in sixteen bits here"}, False, "bf16 / NF4"),
+])
+def test_public_checks_teach_in_labs_00_02_04(lab, question, env, passes, says):
+    passed, lines, report = _run(lab, question, env)
+    assert passed == passes, report
+    if not passes:
+        assert len(lines) == 1 and says in lines[0] and "Traceback" not in report, report
+
+
+@pytest.mark.parametrize("rule, passes, says", [
+    ('[[rules]]\nname = "refunds"\ncontains = ["refund"]\nroute = "paid"\n', True, ""),
+    (..., False, "not done yet"),
+    ('rules = "refund -> paid"\n[oops', False, "TOML text"),
+    ('[[rules]]\nname = "refunds"\ncontains = ["refund"]\nroute = "local"\n', False, 'route = "paid"'),
+])
+def test_lab05_rule_check_teaches(rule, passes, says):
+    from helpers import deploy
+
+    passed, lines, report = _run("05_hybrid_deployment", "q1", {"deploy": deploy, "my_rule": rule})
+    assert passed == passes, report
+    if not passes:
+        assert len(lines) == 1 and says in lines[0] and "Traceback" not in report, report

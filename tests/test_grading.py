@@ -19,6 +19,7 @@ LOOP_TIMEOUT_S = 5  # a looping submission is cut off at this, then again at twi
 
 # `bash kit test` installs bubblewrap where it can (root + apt: CI); elsewhere the attack test is skipped and says why
 SANDBOX = course.sandbox_available()
+FEEDBACK = {}  # where the fixture's per-student feedback files went
 MARKER = "ots-attack-7f3a"
 ATTACK = f"""import os, pathlib, subprocess, sys, helpers
 root = pathlib.Path(helpers.__file__).resolve().parent.parent
@@ -66,6 +67,7 @@ def graded(tmp_path_factory):
     finally:
         os.environ.pop("OTS_SUBMISSIONS", None)
     csv_after_return = (grades / "rest.csv").read_text()
+    FEEDBACK["dir"] = grades / "rest-feedback"
     time.sleep(10)  # longer than the detached process would wait before writing
     rows = {row["student"]: row for out in (under_load, others) for row in csv.DictReader(open(out))}
     assert (grades / "rest.csv").read_text() == csv_after_return
@@ -177,3 +179,15 @@ def test_cli_guesses_the_lab_past_a_damaged_notebook(tmp_path, capsys):
     assert main(args) == 0
     rows = {r["student"]: r for r in csv.DictReader(open(tmp_path / "out" / "g.csv"))}
     assert rows["aa_broken"]["error"].startswith("not a valid notebook") and rows["bb_blank"]["error"] == ""
+
+
+def test_each_student_gets_a_feedback_file_without_hidden_tests(graded):
+    rows, _ = graded
+    folder = FEEDBACK["dir"]
+    assert sorted(p.stem for p in folder.glob("*.txt")) == sorted(r for r in rows if r != "alice_full")
+    carol = (folder / "carol_partial.txt").read_text()
+    assert f"autograded: {float(rows['carol_partial']['total']):g} / 6" in carol
+    assert "✗ not done yet" in carol  # the public checks' own words for what is missing
+    assert "q4: read by your instructor (2 points)" in carol
+    assert "_expected" not in carol and "hidden: true" not in carol and "assert" not in carol  # no hidden test code
+    assert "problem: not a valid notebook" in (folder / "zed_truncated.txt").read_text()

@@ -115,6 +115,18 @@ class GradeResult:
     possible: float
     error: str = ""
     seconds: float = 0.0
+    messages: dict[str, list[str]] | None = None  # per question: the public checks' one-line messages (never hidden test code)
+
+    def feedback(self, lab: str, manual: dict[str, float]) -> str:
+        """The text returned to the student: points per question, what the checks said, what a person will read."""
+        lines = [f"{lab}: {self.student}", f"autograded: {self.total:g} / {self.possible:g}"]
+        if self.error:
+            lines.append(f"problem: {self.error}")
+        for question, score in self.scores.items():
+            lines.append(f"  {question}: {score:g}")
+            lines += [f"      {message}" for message in (self.messages or {}).get(question, [])]
+        lines += [f"  {question}: read by your instructor ({points:g} points)" for question, points in manual.items()]
+        return "\n".join(lines) + "\n"
 
 
 SANDBOX_FIX = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; it needs Linux user or root namespaces), "
@@ -136,9 +148,15 @@ def sandbox_prefix(scratch: Path, work: Path, hide: list[Path] = ()) -> list[str
     its scratch folder the only writable place, its own PID namespace (every process it starts dies with
     it), no capabilities even when grading as root, and what a student must not read hidden by empty
     folders: the solutions, built autograders, gradebooks and the other submissions."""
+    import sys
+
     args = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--new-session",
-            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
-            "--bind", str(scratch), str(scratch), "--chdir", str(work)]
+            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
+    # what the notebook needs that may itself live under /tmp (a CI clone, its venv, the model cache): back, read-only
+    for needed in {REPO_ROOT.resolve(), Path(sys.prefix).resolve(), cache_dir().resolve()}:
+        if needed.is_relative_to("/tmp") or needed.is_relative_to("/dev/shm"):
+            args += ["--ro-bind", str(needed), str(needed)]
+    args += ["--bind", str(scratch), str(scratch), "--chdir", str(work)]
     if os.geteuid() == 0:
         args += ["--cap-drop", "ALL"]  # root in the sandbox could otherwise remount / read-write
     for path in (SOLUTIONS, BUILD, REPO_ROOT / "grades", *hide):
@@ -213,9 +231,16 @@ def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: boo
                                time.perf_counter() - start)
         results = json.loads(results_file.read_text())
         scores = {q: 0.0 for q in points}
+        messages: dict[str, list[str]] = {}
         for test in results.get("tests", []):
             if test.get("name") in scores and test.get("score") is not None:
                 scores[test["name"]] = float(test["score"])
+                # only the public checks' own lines (they start with a cross): hidden test code never reaches a student
+                said = [line.strip() for line in (test.get("output") or "").splitlines() if line.strip().startswith("✗")]
+                if said:
+                    messages[test["name"]] = list(dict.fromkeys(said))
+                elif float(test["score"]) < float(test.get("max_score") or points.get(test["name"], 0)):
+                    messages[test["name"]] = ["a hidden test failed (the public check passed: read the exercise again)"]
         error = ""
         failed = [t for t in results.get("tests", []) if t.get("name", "").startswith("Autograder")]
         if failed:  # the notebook broke otter's own run (e.g. deleted its grading files)
@@ -225,7 +250,7 @@ def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: boo
         match = re.search(r"^(\w+(?:Error|Exception)): (.*)$", output, re.M)
         if match:  # a cell raised: the notebook ran on, but say what broke
             error = f"a cell raised {match.group(1)}: {match.group(2)}"[:300]
-        return GradeResult(student, scores, sum(scores.values()), possible, error, time.perf_counter() - start)
+        return GradeResult(student, scores, sum(scores.values()), possible, error, time.perf_counter() - start, messages)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -289,5 +314,11 @@ def grade_folder(folder: Path, lab: str, out_csv: Path | None = None, timeout_s:
         for r in results:
             writer.writerow([r.student, *[r.scores[q] for q in questions], r.total, r.possible, r.error, reruns.get(r.student, ""),
                              round(r.seconds, 1), to_read])
+    # one feedback file per student, to hand back: points, the checks' messages, the questions a person will read
+    manual = manual_questions(lab)
+    feedback_dir = out_csv.parent / f"{out_csv.stem}-feedback"
+    feedback_dir.mkdir(exist_ok=True)
+    for r in results:
+        (feedback_dir / f"{r.student}.txt").write_text(r.feedback(lab, manual))
     return out_csv
 

@@ -2,8 +2,10 @@ OK_FORMAT = True
 
 test = {   'name': 'q2',
     'points': 2,
-    'suites': [   {   'cases': [   {   'code': ">>> assert reply is not ..., 'not done yet: set reply'\n"
-                                               '>>> assert isinstance(reply, str) and reply.strip(), "reply should be the model\'s non-empty text"\n',
+    'suites': [   {   'cases': [   {   'code': '>>> from helpers.course.feedback import first_failure\n'
+                                               '>>> first_failure((lambda: reply is not ..., \'not done yet: set reply\'), (lambda: isinstance(reply, str) and reply.strip(), lambda: f"reply should '
+                                               'be the model\'s non-empty text, got {reply!r}"), (lambda: \'<|im_start|>\' not in reply and QUESTION not in reply, "the reply still holds the prompt: '
+                                               'decode only the new tokens (the ids after the prompt\'s length)"))\n',
                                        'hidden': False,
                                        'locked': False}],
                       'scored': True,
