@@ -37,7 +37,7 @@ def bench_settings(plan) -> BenchSettings:
                              quality_rows=12, compile=False, peer_rows=6, peer_levels=(1,))
     return BenchSettings(max_tokens=64, repeats=5, concurrencies=powers, requests_per_level=2 * powers[-1], batches=powers,
                          quality_rows=200, compile=True, peer_rows=100,
-                         peer_levels=tuple(c for c in powers if 2 * c <= 2 * powers[-1]))
+                         peer_levels=tuple(powers))
 
 
 def batch1_table(engines: list, prompts: list[str], max_tokens: int, repeats: int = 3, progress: bool = True):

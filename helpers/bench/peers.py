@@ -25,7 +25,7 @@ from .metrics import percentile
 TOLERANCE = 0.15  # the bar: the same metric from both harnesses within 15 %
 LM_EVAL_TASKS = DATASETS / "bench" / "lm_eval"
 LM_EVAL_TASK = "support_desk_triage"
-# kit column -> how GuideLLM reports it (per-request values, summarised the same way)
+# the kit's columns both harnesses report (GuideLLM's per-request values summarised the same way)
 LOAD_METRICS = ("requests/s", "output tokens/s", "ttft s p50", "tpot s p50", "e2e s p50")
 INSTALL = {"guidellm": "pip install 'guidellm==0.8.1' (bash kit setup installs it with the dev extra)",
            "lm_eval": "pip install 'lm-eval[api]==0.4.13' (bash kit setup installs it with the dev extra)"}

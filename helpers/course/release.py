@@ -18,9 +18,6 @@ from ..paths import REPO_ROOT
 # top-level entries of the kit a student gets; everything else (solutions/, build/, grades/, tests/,
 # INSTRUCTORS.md, .gpu/, .ci/) stays with the instructor
 SHIPPED = ("README.md", "kit", "pyproject.toml", "environment.yml", "constraints", "helpers", "datasets", "labs", "scripts", ".gitignore")
-NEVER = ("__pycache__", "*.pyc", ".ipynb_checkpoints", "*.egg-info")
-# helpers modules that only instructors run; they read solutions/ and are useless (and revealing) without them
-INSTRUCTOR_ONLY = ("course/gpu_check.py",)
 
 
 def tracked_files() -> set[str]:
@@ -39,7 +36,7 @@ def release(target: str | Path, commit: bool = True) -> Path:
     tracked = tracked_files()
     for name in tracked:
         top = name.split("/", 1)[0]
-        if top not in SHIPPED or any(name.endswith(suffix) for suffix in INSTRUCTOR_ONLY):
+        if top not in SHIPPED:
             continue
         destination = target / name
         destination.parent.mkdir(parents=True, exist_ok=True)
