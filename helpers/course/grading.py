@@ -100,7 +100,7 @@ def manual_questions(lab: str) -> dict[str, float]:
     import nbformat
 
     found: dict[str, float] = {}
-    for cell in nbformat.read(REPO_ROOT / "solutions" / f"{lab}.ipynb", as_version=4).cells:
+    for cell in nbformat.read(SOLUTIONS / f"{lab}.ipynb", as_version=4).cells:
         if cell.cell_type == "raw" and cell.source.startswith("# BEGIN QUESTION") and re.search(r"^manual:\s*true", cell.source, re.M):
             name, points = re.search(r"^name:\s*(\S+)", cell.source, re.M), re.search(r"^points:\s*([0-9.]+)", cell.source, re.M)
             found[name.group(1)] = float(points.group(1)) if points else 0.0
@@ -307,7 +307,8 @@ def grade_folder(folder: Path, lab: str, out_csv: Path | None = None, timeout_s:
             results[index] = again
     questions = list(question_points(lab))
     # open-ended answers are read by a person against the rubric in the solution notebook: named, never scored here
-    to_read = "; ".join(f"{name} ({points:g} pts, rubric in solutions/{lab}.ipynb)" for name, points in manual_questions(lab).items())
+    manual = manual_questions(lab)
+    to_read = "; ".join(f"{name} ({points:g} pts, rubric in solutions/{lab}.ipynb)" for name, points in manual.items())
     with open(out_csv, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["student", *questions, "total", "possible", "error", "rerun", "seconds", "to read"])
@@ -315,7 +316,6 @@ def grade_folder(folder: Path, lab: str, out_csv: Path | None = None, timeout_s:
             writer.writerow([r.student, *[r.scores[q] for q in questions], r.total, r.possible, r.error, reruns.get(r.student, ""),
                              round(r.seconds, 1), to_read])
     # one feedback file per student, to hand back: points, the checks' messages, the questions a person will read
-    manual = manual_questions(lab)
     feedback_dir = out_csv.parent / f"{out_csv.stem}-feedback"
     feedback_dir.mkdir(exist_ok=True)
     for r in results:
