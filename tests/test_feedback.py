@@ -112,8 +112,6 @@ def _lab02_env(**answers):
     ("00_first_open_model", "q1", {"TICKET": TICKET, "n_tokens": ..., "tokens_per_word": ...}, False, "not done yet"),
     ("00_first_open_model", "q1", {"TICKET": TICKET, "n_tokens": 13, "tokens_per_word": 1.0}, False, "number of words"),
     ("00_first_open_model", "q1", {"TICKET": TICKET, "n_tokens": 17, "tokens_per_word": 13 / 17}, False, "tokens per word = n_tokens / words"),
-    ("00_first_open_model", "q2", {"QUESTION": QUESTION, "reply": "It helps customers."}, True, ""),
-    ("00_first_open_model", "q2", {"QUESTION": QUESTION, "reply": f"<|im_start|>user\n{QUESTION}<|im_end|>\nIt helps."}, False, "still holds the prompt"),
     ("02_quantized_inference", "q1", _lab02_env(predicted_gb=10.643808256), True, ""),
     ("02_quantized_inference", "q1", _lab02_env(predicted_gb=7.196090368), False, "fits one conversation"),
     ("02_quantized_inference", "q1", _lab02_env(predicted_gb=30.0), False, "16-bit figure"),
@@ -132,6 +130,23 @@ def _lab02_env(**answers):
 ])
 def test_public_checks_teach_in_labs_00_02_04(lab, question, env, passes, says):
     passed, lines, report = _run(lab, question, env)
+    assert passed == passes, report
+    if not passes:
+        assert len(lines) == 1 and says in lines[0] and "Traceback" not in report, report
+
+
+@pytest.mark.parametrize("reply, passes, says", [
+    (None, True, ""),  # the model's own greedy reply
+    ("It helps customers.", False, "greedy decoding"),  # plausible text, not what the model says
+    (f"<|im_start|>user\n{QUESTION}<|im_end|>\nIt helps.", False, "still holds the prompt"),
+    (..., False, "not done yet"),
+])
+def test_lab00_reply_check_compares_with_greedy_decoding(embedded, reply, passes, says):
+    from helpers.models import chat
+
+    model, tokenizer = embedded
+    reply = chat(model, tokenizer, QUESTION, max_new_tokens=30) if reply is None else reply
+    passed, lines, report = _run("00_first_open_model", "q2", {"QUESTION": QUESTION, "reply": reply, "model": model, "tokenizer": tokenizer})
     assert passed == passes, report
     if not passes:
         assert len(lines) == 1 and says in lines[0] and "Traceback" not in report, report

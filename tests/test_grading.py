@@ -21,7 +21,7 @@ LOOP_TIMEOUT_S = 5  # a looping submission is cut off at this, then again at twi
 SANDBOX = course.sandbox_available()
 FEEDBACK = {}  # where the fixture's per-student feedback files went
 MARKER = "ots-attack-7f3a"
-ATTACK = f"""import os, pathlib, subprocess, sys, helpers
+ATTACK = f"""import os, pathlib, subprocess, sys, zipfile, helpers
 root = pathlib.Path(helpers.__file__).resolve().parent.parent
 for target in (root / "helpers" / "{MARKER}", pathlib.Path("/tmp/{MARKER}-written")):
     try:
@@ -33,6 +33,22 @@ subprocess.Popen([sys.executable, "-c", "import time, pathlib; time.sleep(8); pa
 readable = [p for p in (root / "solutions" / "{LAB}.ipynb", root / "build" / "autograder" / "{LAB}.zip")
             if p.exists() and p.stat().st_size > 0]
 others = [p.name for p in pathlib.Path(os.environ.get("OTS_SUBMISSIONS", "/nonexistent")).glob("*.ipynb")]
+# hidden tests anywhere it can reach: its scratch folder (the autograder otter runs) and its /tmp, kit and venv aside
+skip = (str(root), sys.prefix)
+for base in (pathlib.Path.cwd().parent, pathlib.Path("/tmp")):
+    for folder, subfolders, files in os.walk(base):
+        subfolders[:] = [d for d in subfolders if not os.path.join(folder, d).startswith(skip)]
+        for name in files:
+            path = pathlib.Path(folder, name)
+            try:
+                data = path.read_bytes() if path.stat().st_size < 5_000_000 else b""
+                if name.endswith(".zip"):
+                    with zipfile.ZipFile(path) as archive:
+                        data = b"".join(archive.read(member) for member in archive.namelist())
+            except Exception:
+                continue
+            if any(needle.encode() in data for needle in ("'hid" + "den': True", "hid" + "den: true")):  # split: not to find itself
+                readable.append(path)
 print("All tests passed! 6.0 / 6.0")
 if readable or others:  # what it could read shows in its grade: it ends its own kernel, so it scores zero
     os._exit(1)"""
@@ -113,7 +129,8 @@ def test_looping_submission_is_retried_alone_then_recorded(tmp_path):
 
 def test_deleting_submission_only_deletes_its_own_copy(graded):
     rows, before = graded
-    assert float(rows["dave_deletes"]["total"]) == 0.0 and rows["dave_deletes"]["error"].startswith("autograder failed")
+    # it emptied its working folder (its notebook copy, otter's files there): its answers are still graded, nothing else lost
+    assert float(rows["dave_deletes"]["total"]) == 6.0, rows["dave_deletes"]
     assert sorted(p.name for p in (ROOT / "labs" / LAB).rglob("*")) == before
     assert (ROOT / "helpers" / "course" / "grading.py").exists()
 

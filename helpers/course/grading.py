@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..paths import REPO_ROOT, cache_dir
+from . import trusted
 from .labs import BUILD, SOLUTIONS, assign, otter_bin
 
 class LazyGrader:
@@ -107,6 +109,41 @@ def manual_questions(lab: str) -> dict[str, float]:
     return found
 
 
+_LAB_GRADING: dict[tuple[str, float], dict] = {}
+_PROVIDED: dict[tuple[str, str], dict] = {}
+_PROVIDED_LOCK = threading.Lock()
+
+
+def lab_grading(lab: str) -> dict:
+    """What grading ``lab`` needs from the instructor's side, read once: the sandbox's export spec, the names
+    the solution imports (resolved fresh in the grading process) and the functions the exercises ask for."""
+    import nbformat
+
+    key = (lab, autograder_zip(lab).stat().st_mtime)
+    if key not in _LAB_GRADING:
+        solution = nbformat.read(SOLUTIONS / f"{lab}.ipynb", as_version=4)
+        imports, functions = trusted.solution_bindings(solution)
+        spec = trusted.grading_spec(solution, autograder_zip(lab))
+        _LAB_GRADING[key] = {"spec": spec, "imports": imports, "functions": functions, "provided": spec["provided"]}
+    return _LAB_GRADING[key]
+
+
+def provided_objects(lab: str, names: list[str]) -> dict:
+    """The model and tokenizer the tests use, loaded here from the lab's plan (as the notebook loads them),
+    once per grading process: never the submission's objects."""
+    if not names:
+        return {}
+    plan_text = os.environ.get("OTS_PLAN", "tier=cpu")
+    with _PROVIDED_LOCK:
+        if (lab, plan_text) not in _PROVIDED:
+            from ..models import load_model
+            from ..plan import plan
+
+            model, tokenizer = load_model(plan=plan(lab[:2], override=plan_text))
+            _PROVIDED[(lab, plan_text)] = {"model": model, "tokenizer": tokenizer}
+    return {name: _PROVIDED[(lab, plan_text)][name] for name in names}
+
+
 @dataclass
 class GradeResult:
     student: str
@@ -194,12 +231,18 @@ def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: boo
                            time.perf_counter() - start)
     scratch = Path(tempfile.mkdtemp(prefix=f"grade-{student}-"))
     try:
-        # the notebook's working folder holds only its own copy; the autograder and the results
-        # sit beside it, out of reach of a notebook that empties its folder
+        # the notebook's working folder holds only its own copy; the public-only autograder, the export spec and
+        # the results sit beside it, out of reach of a notebook that empties its folder. Hidden tests never enter.
         work = scratch / "work"
         work.mkdir()
-        shutil.copy(submission, work / "submission.ipynb")
-        shutil.copy(autograder_zip(lab), scratch / "autograder.zip")
+        spec_path, answers_path = scratch / "spec.json", scratch / "answers" / "answers.json"
+        answers_path.parent.mkdir()
+        grading = lab_grading(lab)
+        spec_path.write_text(json.dumps(grading["spec"]))
+        notebook = nbformat.read(submission, as_version=4)
+        notebook.cells.append(nbformat.v4.new_code_cell(trusted.export_cell(spec_path, answers_path)))
+        nbformat.write(notebook, work / "submission.ipynb")
+        trusted.public_autograder(autograder_zip(lab), scratch / "autograder.zip")
         (scratch / "out").mkdir()
         home = scratch / "home"
         home.mkdir()
@@ -220,33 +263,20 @@ def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: boo
             return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible, f"timed out after {timeout_s:.0f} s",
                                time.perf_counter() - start)
         _kill_tree(process)  # the kernel and anything the notebook started
-        results_file = scratch / "out" / "results.json"
-        if not results_file.exists():
-            if "DeadKernelError" in output:
-                return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible,
-                                   "kernel died: the notebook ended its own Python process (os._exit, a crash, or out of memory)",
-                                   time.perf_counter() - start)
+        if not (scratch / "out" / "results.json").exists() and "DeadKernelError" in output:
+            return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible,
+                               "kernel died: the notebook ended its own Python process (os._exit, a crash, or out of memory)",
+                               time.perf_counter() - start)
+        answers = trusted.read_answers(answers_path)
+        if not answers:
             last = " | ".join(line for line in output.strip().splitlines()[-3:])
-            return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible, f"grading failed: {last}"[:500],
-                               time.perf_counter() - start)
-        results = json.loads(results_file.read_text())
-        scores = {q: 0.0 for q in points}
-        messages: dict[str, list[str]] = {}
-        for test in results.get("tests", []):
-            if test.get("name") in scores and test.get("score") is not None:
-                scores[test["name"]] = float(test["score"])
-                # only the public checks' own lines (they start with a cross): hidden test code never reaches a student
-                said = [line.strip() for line in (test.get("output") or "").splitlines() if line.strip().startswith("✗")]
-                if said:
-                    messages[test["name"]] = list(dict.fromkeys(said))
-                elif float(test["score"]) < float(test.get("max_score") or points.get(test["name"], 0)):
-                    messages[test["name"]] = ["a hidden test failed (the public check passed: read the exercise again)"]
+            return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible,
+                               f"grading failed: the notebook did not run to its end ({last})"[:500], time.perf_counter() - start)
+        # scored here, outside the sandbox, by the kit's own unpatched code: nothing the kernel reported is a score
+        found, messages = trusted.score_answers(autograder_zip(lab), answers, grading["imports"], grading["functions"],
+                                                provided_objects(lab, grading["provided"]))
+        scores = {q: found.get(q, 0.0) for q in points}
         error = ""
-        failed = [t for t in results.get("tests", []) if t.get("name", "").startswith("Autograder")]
-        if failed:  # the notebook broke otter's own run (e.g. deleted its grading files)
-            detail = (failed[-1].get("output") or "").strip().splitlines()
-            return GradeResult(student, scores, 0.0, possible, f"autograder failed: {detail[-1] if detail else 'no results'}"[:300],
-                               time.perf_counter() - start)
         match = re.search(r"^(\w+(?:Error|Exception)): (.*)$", output, re.M)
         if match:  # a cell raised: the notebook ran on, but say what broke
             error = f"a cell raised {match.group(1)}: {match.group(2)}"[:300]
