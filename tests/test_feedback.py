@@ -165,3 +165,23 @@ def test_lab05_rule_check_teaches(rule, passes, says):
     assert passed == passes, report
     if not passes:
         assert len(lines) == 1 and says in lines[0] and "Traceback" not in report, report
+
+
+PAID_ROWS = pd.DataFrame({"tokens_in": [900, 1100], "tokens_out": [240, 260]})  # means 1000 in, 250 out
+PRICES = (0.4, 1.6)  # USD per 1M input / output tokens
+BILL = 3_000_000 * (1000 * 0.4 + 250 * 1.6) / 1e6  # 30 % of 10M conversations
+
+
+@pytest.mark.parametrize("bill, passes, says", [
+    (BILL, True, ""),
+    (..., False, "not done yet"),
+    (BILL / 0.3, False, "only 30 % go to the paid API"),  # every conversation billed
+    (3_000_000 * (1000 * 1.6 + 250 * 0.4) / 1e6, False, "input tokens are billed at the input price"),  # prices swapped
+    (BILL * 1e6, False, "per 1M tokens"),  # forgot the 1e6
+    (BILL / 30, False, "far too little"),  # a day's bill
+])
+def test_lab05_bill_check_teaches(bill, passes, says):
+    passed, lines, report = _run("05_hybrid_deployment", "q2", {"monthly_api_bill": bill, "paid_rows": PAID_ROWS, "prices": PRICES})
+    assert passed == passes, report
+    if not passes:
+        assert len(lines) == 1 and says in lines[0] and "Traceback" not in report, report
