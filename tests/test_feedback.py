@@ -1,5 +1,7 @@
 """Self-checks that teach: each public check passes the solution, says "not done yet" to the blank stub
 (function stubs included) and rejects a plausible wrong answer, in one line and without a traceback."""
+import types
+
 import pandas as pd
 import pytest
 from otter.test_files.ok_test import OKTestFile
@@ -182,6 +184,58 @@ BILL = 3_000_000 * (1000 * 0.4 + 250 * 1.6) / 1e6  # 30 % of 10M conversations
 ])
 def test_lab05_bill_check_teaches(bill, passes, says):
     passed, lines, report = _run("05_hybrid_deployment", "q2", {"monthly_api_bill": bill, "paid_rows": PAID_ROWS, "prices": PRICES})
+    assert passed == passes, report
+    if not passes:
+        assert len(lines) == 1 and says in lines[0] and "Traceback" not in report, report
+
+
+def _record(start, first, end, concurrency, tokens=5):
+    from helpers.bench.metrics import RequestRecord
+
+    chunks = [first + i * (end - first) / (tokens - 1) for i in range(tokens)]
+    return RequestRecord(start=start, end=end, chunk_times=chunks, output_tokens=tokens, engine="served", concurrency=concurrency)
+
+
+# level 1: two requests within both targets (2 met / 2 s = 1.0/s); level 2: four requests in 2 s, two with a 1.8 s
+# first token: they meet the sweep's own target (2 s) but not the exercise's (1.5 s): strict 1.0/s, loose and raw 2.0/s
+LOAD = [_record(0, 0.5, 1.0, 1), _record(1.0, 1.5, 2.0, 1),
+        _record(10, 10.5, 11.0, 2), _record(10, 10.5, 11.0, 2), _record(10, 11.8, 12.0, 2), _record(10, 11.8, 12.0, 2)]
+
+
+@pytest.mark.parametrize("best_concurrency, best_goodput, passes, says", [
+    (1, 1.0, True, ""),  # a tie at 1.0/s: the first level reaching it is fine, and so is level 2
+    (2, 1.0, True, ""),
+    (..., ..., False, "not done yet"),
+    (2, 2.0, False, "sweep's own target"),  # forgot to re-summarise under the stricter SLO
+    (3, 1.0, False, "one of the levels you swept"),
+    (1, 0.5, False, "highest goodput"),
+])
+def test_lab04_goodput_check_teaches(best_concurrency, best_goodput, passes, says):
+    from helpers import bench
+    from helpers.bench.metrics import SLO
+
+    settings = types.SimpleNamespace(concurrencies=[1, 2])
+    env = {"bench": bench, "SLO": SLO, "settings": settings, "load_records": LOAD,
+           "best_concurrency": best_concurrency, "best_goodput": best_goodput}
+    passed, lines, report = _run("04_benchmarking", "q2", env)
+    assert passed == passes, report
+    if not passes:
+        assert len(lines) == 1 and says in lines[0] and "Traceback" not in report, report
+
+
+SUMMARY = pd.DataFrame({"median": [1_000_000.0, 400_000.0, 700_000.0]}, index=["all-API", "self-hosted", "hybrid"])
+SUMMARY.attrs["paid_share"] = 0.3
+
+
+@pytest.mark.parametrize("value, why, passes, says", [
+    (0.3 * 1_000_000 + 0.7 * 400_000, "whole GPUs and staff do not shrink with traffic", True, ""),
+    (..., ..., False, "not done yet"),
+    (0.7 * 1_000_000 + 0.3 * 400_000, "whole GPUs and staff do not shrink with traffic", False, "wrong way round"),
+    (1_400_000.0, "whole GPUs and staff do not shrink with traffic", False, "lies between them"),  # a sum, not a mix
+    (0.3 * 1_000_000 + 0.7 * 400_000, "GPUs", False, "one sentence"),
+])
+def test_capstone_check_teaches(value, why, passes, says):
+    passed, lines, report = _run("06_decision_memo", "q1", {"summary": SUMMARY, "hybrid_proportional": value, "why_memo_differs": why})
     assert passed == passes, report
     if not passes:
         assert len(lines) == 1 and says in lines[0] and "Traceback" not in report, report
