@@ -49,6 +49,8 @@ for base in (pathlib.Path.cwd().parent, pathlib.Path("/tmp")):
                 continue
             if any(needle.encode() in data for needle in ("'hid" + "den': True", "hid" + "den: true")):  # split: not to find itself
                 readable.append(path)
+for name in os.listdir("."):  # and it empties its working folder (its notebook copy, otter's files there)
+    subprocess.run(["rm", "-rf", name])
 print("All tests passed! 6.0 / 6.0")
 if readable or others:  # what it could read shows in its grade: it ends its own kernel, so it scores zero
     os._exit(1)"""
@@ -60,11 +62,8 @@ def graded(tmp_path_factory):
     nbformat.write(course.answered_lab(LAB), loaded / "alice_full.ipynb")
     nbformat.write(course.answered_lab(LAB, set()), rest / "bob_blank.ipynb")
     nbformat.write(course.answered_lab(LAB, {0}), rest / "carol_partial.ipynb")
-    deleting = course.answered_lab(LAB)
-    deleting.cells.insert(5, nbformat.v4.new_code_cell(
-        "import os, shutil\nfor f in os.listdir('.'):\n    shutil.rmtree(f) if os.path.isdir(f) else os.remove(f)"))
-    nbformat.write(deleting, rest / "dave_deletes.ipynb")
-    # a mischievous one: writes into the kit, leaves a detached process behind, hunts for answers and hidden tests
+    # a mischievous one: writes into the kit, leaves a detached process behind, hunts for answers and hidden tests,
+    # empties its own folder
     attacking = course.answered_lab(LAB)
     attacking.cells.insert(5, nbformat.v4.new_code_cell(ATTACK))
     nbformat.write(attacking, rest / "eve_attacks.ipynb")
@@ -129,8 +128,8 @@ def test_looping_submission_is_retried_alone_then_recorded(tmp_path):
 
 def test_deleting_submission_only_deletes_its_own_copy(graded):
     rows, before = graded
-    # it emptied its working folder (its notebook copy, otter's files there): its answers are still graded, nothing else lost
-    assert float(rows["dave_deletes"]["total"]) == 6.0, rows["dave_deletes"]
+    # eve emptied her working folder (her notebook copy, otter's files there): her answers are still graded, nothing else lost
+    assert float(rows["eve_attacks"]["total"]) == 6.0, rows["eve_attacks"]
     assert sorted(p.name for p in (ROOT / "labs" / LAB).rglob("*")) == before
     assert (ROOT / "helpers" / "course" / "grading.py").exists()
 
