@@ -67,6 +67,9 @@ def graded(tmp_path_factory):
     attacking = course.answered_lab(LAB)
     attacking.cells.insert(5, nbformat.v4.new_code_cell(ATTACK))
     nbformat.write(attacking, rest / "eve_attacks.ipynb")
+    exiting = course.answered_lab(LAB)  # right answers, then it ends its own kernel: no answers reach the grader
+    exiting.cells.insert(len(exiting.cells) - 1, nbformat.v4.new_code_cell("import os\nos._exit(0)"))
+    nbformat.write(exiting, rest / "frank_exits.ipynb")
     (rest / "zed_truncated.ipynb").write_text('{"cells": [{"cell_type": "code", "sou')
     before = sorted(p.name for p in (ROOT / "labs" / LAB).rglob("*"))
     grades = tmp_path_factory.mktemp("grades")
@@ -167,6 +170,12 @@ def test_attacks_from_a_submission_stay_in_its_sandbox(graded):
     alive = subprocess.run(["pgrep", "-f", MARKER], capture_output=True, text=True).stdout.split()
     assert alive == [], "a process the submission started outlived grading"
     assert sorted(p.name for p in (ROOT / "labs" / LAB).rglob("*")) == before
+
+
+def test_a_notebook_that_ends_its_kernel_scores_zero_with_one_line(graded):
+    rows, _ = graded
+    frank = rows["frank_exits"]
+    assert float(frank["total"]) == 0.0 and frank["error"].startswith("kernel died") and "\n" not in frank["error"], frank
 
 
 def test_a_damaged_notebook_is_one_readable_line_and_the_class_goes_on(graded):
