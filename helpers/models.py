@@ -95,8 +95,9 @@ def ensure_embedded(progress: bool = True) -> Path:
         hf_logging.disable_progress_bar()
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    with _memoised_gguf_parsing():  # one parse of the file for the tokenizer, the config and the weights
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
     # a GGUF-loaded model refuses save_pretrained while its GGUF quantizer is attached; the
     # weights are already dequantized, so drop the quantizer and its config entry
     model.hf_quantizer = None

@@ -1,6 +1,6 @@
-"""Lab 04's peer harnesses: GuideLLM's report read in the kit's terms, the 15 % load cross-check on a real
-server, and the lm-eval task's scoring and agreement rule (the lm_eval run itself is the solution notebook's
-checked cell, which runs in CI)."""
+"""Lab 04's peer harnesses: GuideLLM's report read in the kit's terms, the 15 % rule and its repetitions, and the
+lm-eval task's scoring and agreement rule. The runs themselves, GuideLLM's sweep and lm_eval on a real
+`transformers serve`, are the solution notebook's checked cells, which run in CI (one server, measured once)."""
 from __future__ import annotations
 
 import importlib.util
@@ -114,23 +114,6 @@ def test_lm_eval_command_keeps_keys_off_the_command_line(monkeypatch):
     assert "sk-secret" not in " ".join(command)
     assert command[command.index("--limit") + 1] == "4" and "--fewshot_as_multiturn" in command
     assert "base_url=http://127.0.0.1:9/v1/chat/completions" in command[command.index("--model_args") + 1]
-
-
-@pytest.mark.skipif(importlib.util.find_spec("guidellm") is None, reason="guidellm not installed")
-def test_kit_and_guidellm_agree_within_15_percent_on_a_real_server(tmp_path):
-    """The kit's load sweep and GuideLLM's on the same `transformers serve`, same prompts and levels."""
-    from helpers.bench.engines import OpenAIEngine
-    from helpers.bench.server import LocalServer
-    from helpers.models import ensure_embedded
-
-    prompts = ["Write a short note to a customer about a delayed parcel.", "My router drops Wi-Fi at night. What can I try?"]
-    with LocalServer(ensure_embedded(progress=False)) as server:
-        engine = OpenAIEngine(server.base_url, server.model, name="served")
-        engine.run(prompts[0], 4)  # warm-up
-        table, attempts = peers.cross_check_load(engine, prompts, [1], 4, 16, tmp_path, attempts=4, progress=False)
-    assert not server.alive()
-    assert table["within"].all(), f"after {attempts} attempts:\n{table.round(3)}"
-    assert set(table.index.get_level_values("concurrency")) == {1}
 
 
 def test_repetitions_keep_each_metrics_best_agreement(monkeypatch, tmp_path):

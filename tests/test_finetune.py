@@ -182,6 +182,55 @@ def test_packed_rows_give_the_same_loss_as_a_padded_batch(embedded):
     assert abs(float(mixed) - float(padded)) > 1e-3
 
 
+def test_answer_only_logits_give_the_models_own_loss_and_gradients(embedded):
+    """The training loss built from the scored positions' logits only is the model's full loss, in value and
+    in the gradients the adapters get, packed or padded; and it projects far fewer positions."""
+    import torch
+
+    model, tokenizer = embedded
+    examples = [ft.format_example(tokenizer, row) for row in ft.load_tickets("train")[:3]]
+    model.config.use_cache = False
+    try:
+        for batch in (ft.pack(examples, tokenizer.pad_token_id), ft.collate(examples, tokenizer.pad_token_id)):
+            weight = model.get_input_embeddings().weight
+            weight.requires_grad_(True)
+            try:
+                full = model(**batch).loss
+                (full_grad,) = torch.autograd.grad(full, weight)
+                fast = ft.answer_logits_loss(model, batch)
+                (fast_grad,) = torch.autograd.grad(fast, weight)
+            finally:
+                weight.requires_grad_(False)
+            assert abs(fast.item() - full.item()) < 1e-5 * full.item()
+            assert torch.allclose(fast_grad, full_grad, rtol=1e-3, atol=1e-7)
+        scored = int((batch["labels"][:, 1:] != -100).any(dim=0).sum())
+        assert scored < batch["input_ids"].shape[1] / 2  # the prompt, most of each row, is never projected
+    finally:
+        model.config.use_cache = True
+
+
+def test_shared_prompt_start_is_computed_once_with_the_same_replies(embedded):
+    """Prefix caching in ``predict``: the few-shot turns every prompt shares run once, each row's own tokens after
+    them, and every row's greedy reply is the one its prompt gets alone, unpadded (fp32)."""
+    import torch
+
+    model, tokenizer = embedded
+    test, train = ft.load_tickets("test")[:3], ft.load_tickets("train")[:2]
+    rows = [tokenizer(tokenizer.apply_chat_template(ft.prompt_messages(r["message"], train), add_generation_prompt=True,
+                                                    tokenize=False), add_special_tokens=False)["input_ids"] for r in test]
+    shared = ft.shared_prefix_length(rows)
+    assert shared > 0.7 * max(len(r) for r in rows)  # the few-shot turns are most of each prompt
+    alone = []
+    for row in rows:
+        with torch.no_grad():
+            out = model.generate(torch.tensor([row]), max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        alone.append(tokenizer.decode(out[0, len(row):], skip_special_tokens=True))
+    for min_shared in (32, 10_000):  # the prefix shared, and a plain left-padded batch
+        replies = ft.generate_sharing_prefix(model, rows, tokenizer.pad_token_id, 12, min_shared=min_shared)
+        assert tokenizer.batch_decode(replies, skip_special_tokens=True) == alone
+    assert ft.shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # every row keeps a token of its own
+
+
 def test_steps_fill_a_token_budget_or_a_row_count():
     rows = [{"input_ids": [0] * n} for n in (50, 60, 70, 80, 90, 100) * 10]
     by_rows = ft.make_steps(rows, rows_per_step=4, token_budget=None, steps=5)

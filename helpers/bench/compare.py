@@ -24,6 +24,9 @@ class BenchSettings:
     # concurrency levels GuideLLM re-measures: on a CPU only 1, because `transformers serve` answers one request at a
     # time there and above 1 the figures depend on when each harness's requests arrive (the two schedule differently)
     peer_levels: tuple[int, ...] = ()
+    # how many times both harnesses measure before a metric counts as a disagreement: on a shared CPU one noisy run
+    # is not one (each metric keeps its closest repetition)
+    peer_attempts: int = 0
 
 
 def bench_settings(plan) -> BenchSettings:
@@ -34,10 +37,10 @@ def bench_settings(plan) -> BenchSettings:
                              quality_rows=4, compile=False, peer_rows=0)
     if plan.device == "cpu":
         return BenchSettings(max_tokens=16, repeats=3, concurrencies=powers[:3], requests_per_level=4, batches=powers[:4],
-                             quality_rows=12, compile=False, peer_rows=6, peer_levels=(1,))
+                             quality_rows=12, compile=False, peer_rows=6, peer_levels=(1,), peer_attempts=3)
     return BenchSettings(max_tokens=64, repeats=5, concurrencies=powers, requests_per_level=2 * powers[-1], batches=powers,
                          quality_rows=200, compile=True, peer_rows=100,
-                         peer_levels=tuple(powers))
+                         peer_levels=tuple(powers), peer_attempts=2)
 
 
 def batch1_table(engines: list, prompts: list[str], max_tokens: int, repeats: int = 3, progress: bool = True):

@@ -334,6 +334,44 @@ def apply_liger(model) -> bool:
         return False
 
 
+def answer_logits_loss(model, inputs: dict, num_items: int | None = None):
+    """The training loss with the vocabulary projection computed only where a label is scored.
+
+    The loss reads the logits at answer tokens only (the prompt is masked with -100), but a plain forward
+    pass projects every position onto the whole vocabulary (49,152 entries for SmolLM2): on the CPU tier
+    that projection and its backward pass were about an eighth of each step. ``logits_to_keep`` with the
+    scored positions gives the same loss (``tests/test_finetune.py`` compares it with the model's own) for
+    less compute. ``num_items``: the count to divide the summed loss by (the Trainer's, for gradient
+    accumulation); by default the scored tokens here, i.e. the mean.
+    """
+    import torch
+
+    labels = inputs["labels"]
+    targets = labels[:, 1:]  # position t predicts token t + 1
+    keep = (targets != -100).any(dim=0).nonzero().squeeze(1)
+    forward = {k: v for k, v in inputs.items() if k != "labels"}
+    logits = model(**forward, logits_to_keep=keep).logits
+    picked = targets[:, keep]
+    summed = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), picked.reshape(-1),
+                                               ignore_index=-100, reduction="sum")
+    count = num_items if num_items is not None else (picked != -100).sum()
+    return summed / count
+
+
+def answer_only_trainer(base):
+    """``base`` (transformers' Trainer) with :func:`answer_logits_loss` as its loss."""
+
+    class AnswerOnlyTrainer(base):
+        loss_is_scaled_for_ga = True  # divided by the Trainer's count of scored tokens in the whole step
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return answer_logits_loss(model, inputs, num_items_in_batch)
+
+    return AnswerOnlyTrainer
+
+
 def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int = 8, learning_rate: float = 2e-3, seed: int = 0,
           output_dir: str | None = None, progress: bool = True, choices: TrainingChoices | None = None, plan=None) -> TrainResult:
     """Train the LoRA adapters with transformers' Trainer (loss on answers only). Shows a progress bar.
@@ -388,8 +426,10 @@ def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int =
             self.times.append(time.perf_counter() - self.started)
 
     clock = StepClock()
-    # the steps are already grouped and shuffled; the Trainer's sampler only reorders whole steps
-    trainer = Trainer(model=model, args=args, train_dataset=groups, data_collator=collator, callbacks=[clock])
+    # the steps are already grouped and shuffled; the Trainer's sampler only reorders whole steps. Liger's fused
+    # loss never builds the logits at all; otherwise they are built only where there is an answer token to score
+    trainer_class = Trainer if choices.liger else answer_only_trainer(Trainer)
+    trainer = trainer_class(model=model, args=args, train_dataset=groups, data_collator=collator, callbacks=[clock])
     if not progress:  # without a progress bar the Trainer prints every log line instead
         from transformers import PrinterCallback
 
@@ -413,22 +453,59 @@ def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int =
 # ---------------------------------------------------------------- prediction and evaluation
 def predict(model, tokenizer, messages: list[str], examples: list[dict] | None = None, batch_size: int = 16,
             max_new_tokens: int = 40, progress: bool = True, schema: bool = True) -> list[str]:
-    """Greedy predictions for many messages, batched with left padding."""
-    import torch
+    """Greedy predictions for many messages, in batches; the prompt text every message shares (system prompt,
+    schema, few-shot turns) is computed once per batch (:func:`generate_sharing_prefix`)."""
     from tqdm.auto import tqdm
 
-    tokenizer.padding_side = "left"
     outputs = []
     for start in tqdm(range(0, len(messages), batch_size), desc="predicting", disable=not progress):
         chunk = messages[start:start + batch_size]
         texts = [tokenizer.apply_chat_template(prompt_messages(m, examples, schema), add_generation_prompt=True, tokenize=False)
                  for m in chunk]
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        with torch.no_grad():
-            generated = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        outputs += tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-    tokenizer.padding_side = "right"
+        ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+        outputs += tokenizer.batch_decode(generate_sharing_prefix(model, ids, tokenizer.pad_token_id, max_new_tokens),
+                                          skip_special_tokens=True)
     return [text.strip() for text in outputs]
+
+
+def shared_prefix_length(rows: list[list[int]]) -> int:
+    """Tokens at the start of every row (at most all but one token of the shortest row)."""
+    shortest = min(len(row) for row in rows)
+    length = 0
+    while length < shortest - 1 and all(row[length] == rows[0][length] for row in rows):
+        length += 1
+    return length
+
+
+def generate_sharing_prefix(model, rows: list[list[int]], pad_id: int, max_new_tokens: int, min_shared: int = 32) -> list[list[int]]:
+    """Greedy continuations of token rows, the tokens they all start with computed once (prefix caching).
+
+    A batch of prompts with a long common start (the schema; the few-shot turns) spends most of its
+    prefill recomputing the same keys and values. Here the shared tokens run once, their KV cache is copied
+    to every row, and only each row's own tokens are prefilled, left-padded *after* the shared part (the
+    attention mask hides the padding; positions follow the mask, so every row sees its tokens where an
+    unpadded prompt would). vLLM and llama.cpp do the same across requests ("prefix caching"). With fewer
+    than ``min_shared`` tokens in common, a plain left-padded batch. Returns the new tokens of each row.
+    """
+    import torch
+
+    shared = shared_prefix_length(rows) if len(rows) > 1 else 0
+    shared = shared if shared >= min_shared else 0
+    tails = [row[shared:] for row in rows]
+    width = max(len(tail) for tail in tails)
+    ids = torch.tensor([rows[0][:shared] + [pad_id] * (width - len(t)) + t for t in tails], device=model.device)
+    mask = torch.tensor([[1] * shared + [0] * (width - len(t)) + [1] * len(t) for t in tails], device=model.device)
+    settings = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
+    with torch.no_grad():
+        if shared:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=model.config)
+            model(input_ids=ids[:1, :shared], use_cache=True, past_key_values=cache)
+            cache.batch_repeat_interleave(len(rows))
+            settings["past_key_values"] = cache
+        generated = model.generate(input_ids=ids, attention_mask=mask, **settings)
+    return [list(row) for row in generated[:, ids.shape[1]:].tolist()]
 
 
 def parse_prediction(text: str) -> dict | None:
