@@ -28,7 +28,7 @@ for target in (root / "helpers" / "{MARKER}", pathlib.Path("/tmp/{MARKER}-writte
         target.write_text("escaped")
     except OSError:
         pass
-subprocess.Popen([sys.executable, "-c", "import time, pathlib; time.sleep(8); pathlib.Path('/tmp/{MARKER}-late').write_text('x')  # {MARKER}"],
+subprocess.Popen([sys.executable, "-c", "import time, pathlib; time.sleep(4); pathlib.Path('/tmp/{MARKER}-late').write_text('x')  # {MARKER}"],
                  start_new_session=True)
 readable = [p for p in (root / "solutions" / "{LAB}.ipynb", root / "build" / "autograder" / "{LAB}.zip")
             if p.exists() and p.stat().st_size > 0]
@@ -86,7 +86,7 @@ def graded(tmp_path_factory):
         os.environ.pop("OTS_SUBMISSIONS", None)
     csv_after_return = (grades / "rest.csv").read_text()
     FEEDBACK["dir"] = grades / "rest-feedback"
-    time.sleep(10)  # longer than the detached process would wait before writing
+    time.sleep(5)  # longer than the detached process waits before writing (it started before grading ended)
     rows = {row["student"]: row for out in (under_load, others) for row in csv.DictReader(open(out))}
     assert (grades / "rest.csv").read_text() == csv_after_return
     return rows, before
