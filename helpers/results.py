@@ -119,7 +119,10 @@ def keep_artifact(lab: str | int, name: str, source: str | Path, quick: bool = F
     target = artifacts_dir(lab, quick) / name
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
-    shutil.copytree(source, staged, dirs_exist_ok=True)
+    os.rmdir(staged)
+    # moved, not copied: a merged model is half a gigabyte, and a copy left in the temp folder on every run
+    # filled a disk (shutil.move renames on the same filesystem, else copies then deletes the source)
+    shutil.move(str(source), staged)
     old = target.with_name(f".{name}-old-{os.getpid()}")
     if target.exists():
         os.replace(target, old)

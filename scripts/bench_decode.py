@@ -1,26 +1,58 @@
 """Benchmark (not a test): decode tokens/s of the embedded model at batch 1 per engine and precision,
 side by side: transformers at each precision (dynamic cache), transformers fp32 with a static cache
-(Lab 04's in-process engines), and llama.cpp on the same GGUF file where llama-cpp-python is installed,
-with ratios to fp32 and to llama.cpp measured in the same run.
+(Lab 04's in-process engines), the kit's lean decode loop on the fp32 weights and with dynamic int8 linears
+(``helpers.bench.lean``), and llama.cpp on the same GGUF file where llama-cpp-python is installed.
 
     python scripts/bench_decode.py [--new-tokens 64] [--repeats 3] [--compile]
 
+Every engine is loaded first, then the engines take turns, one run each per round, so a machine that
+speeds up or slows down during the run (a shared CPU does) moves all of them alike; each figure is the
+median over the rounds, and the ratios to fp32 and to llama.cpp are medians of same-round ratios.
 ``--compile`` adds bf16 with a static cache compiled by torch.compile (about 5 min of compilation on a
-2-core CPU before the first timed token): the kit's fastest in-process engine measured on a CPU.
+2-core CPU before the first timed token).
 """
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from helpers.bench.engines import InProcessEngine  # noqa: E402
+from helpers.bench.lean import LeanEngine  # noqa: E402
 from helpers.models import load_model  # noqa: E402
 from helpers.quantize.measure import CPU_PRECISIONS, decode_speed, llama_cpp_available, llama_cpp_decode  # noqa: E402
+
+PROMPT = "Write a short note to a customer about a delayed parcel."
+
+
+def engines(precisions: list[str], new_tokens: int, compile_bf16: bool) -> dict:
+    """Label -> a function that runs once and returns decode tokens/s (each warmed up once here)."""
+    timed = {}
+
+    def engine_speed(engine):
+        engine.run(PROMPT, new_tokens)  # warm-up at the timed length: caches allocated (and compiled) once
+        return lambda: 1 / engine.run(PROMPT, new_tokens).tpot
+
+    for precision in precisions:
+        model, tokenizer = load_model("smollm2-135m", precision=precision, device="cpu")
+        timed[f"transformers {precision}"] = (lambda m=model, t=tokenizer: decode_speed(m, t, new_tokens=new_tokens).decode_tokens_per_s)
+        if precision == "fp32":  # Lab 04's other in-process engine and the lean loop, on the same weights
+            timed["transformers fp32 static cache"] = engine_speed(InProcessEngine(model, tokenizer, cache="static"))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's notice that its quantized tensor types are being retired
+                for weights in ("fp32", "int8"):
+                    timed[f"lean loop {weights}"] = engine_speed(LeanEngine(model, tokenizer, weights=weights))
+        if precision == "bf16" and compile_bf16:
+            timed["transformers bf16 static + compile"] = engine_speed(InProcessEngine(model, tokenizer, cache="static", compile=True))
+    if llama_cpp_available():
+        timed["llama.cpp gguf-q4_1"] = lambda: llama_cpp_decode(new_tokens=new_tokens)["decode tokens/s"]
+    else:
+        print("llama-cpp-python not installed: llama.cpp column skipped (pip install -e '.[llamacpp]')")
+    return timed
 
 
 def main(argv=None) -> int:
@@ -30,35 +62,16 @@ def main(argv=None) -> int:
     parser.add_argument("--precisions", nargs="+", default=CPU_PRECISIONS + ["gguf"])
     parser.add_argument("--compile", action="store_true", help="also time bf16 + static cache + torch.compile (slow to compile)")
     args = parser.parse_args(argv)
-    results = {}
-    for precision in args.precisions:
-        model, tokenizer = load_model("smollm2-135m", precision=precision, device="cpu")
-        speeds = [decode_speed(model, tokenizer, new_tokens=args.new_tokens).decode_tokens_per_s for _ in range(args.repeats)]
-        results[f"transformers {precision}"] = statistics.median(speeds)
-        engines = []
-        if precision == "fp32":  # Lab 04's other in-process engine, on the same weights
-            engines.append(("transformers fp32 static cache", InProcessEngine(model, tokenizer, cache="static")))
-        if precision == "bf16" and args.compile:
-            engines.append(("transformers bf16 static + compile", InProcessEngine(model, tokenizer, cache="static", compile=True)))
-        for label, engine in engines:
-            for _ in range(2):  # warm-up at the timed length: the static cache is allocated (and compiled) once
-                engine.run("Write a short note to a customer about a delayed parcel.", args.new_tokens)
-            records = [engine.run("Write a short note to a customer about a delayed parcel.", args.new_tokens) for _ in range(args.repeats)]
-            results[label] = statistics.median(1 / r.tpot for r in records if r.ok)
-        del model, tokenizer
-        gc.collect()
-    if llama_cpp_available():
-        speeds = [llama_cpp_decode(new_tokens=args.new_tokens)["decode tokens/s"] for _ in range(args.repeats)]
-        results["llama.cpp gguf-q4_1"] = statistics.median(speeds)
-    else:
-        print("llama-cpp-python not installed: llama.cpp column skipped (pip install -e '.[llamacpp]')")
-    base = results.get("transformers fp32") or next(iter(results.values()))
-    ref = results.get("llama.cpp gguf-q4_1")
-    print(f"{'engine / precision':<32}{'tokens/s':>10}{'vs fp32':>10}" + (f"{'vs llama.cpp':>14}" if ref else ""))
-    for name, speed in results.items():
-        line = f"{name:<32}{speed:>10.1f}{speed / base:>9.2f}x"
-        if ref:
-            line += f"{speed / ref:>13.2f}x"
+    timed = engines(args.precisions, args.new_tokens, args.compile)
+    rounds = [{label: run() for label, run in timed.items()} for _ in range(args.repeats)]
+    base, ref = "transformers fp32", "llama.cpp gguf-q4_1"
+    base = base if base in timed else next(iter(timed))
+    print(f"{'engine / precision':<36}{'tokens/s':>10}{'vs fp32':>10}" + (f"{'vs llama.cpp':>14}" if ref in timed else ""))
+    for label in timed:
+        line = f"{label:<36}{statistics.median(r[label] for r in rounds):>10.1f}"
+        line += f"{statistics.median(r[label] / r[base] for r in rounds):>9.2f}x"
+        if ref in timed:
+            line += f"{statistics.median(r[label] / r[ref] for r in rounds):>13.2f}x"
         print(line)
     return 0
 

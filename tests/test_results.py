@@ -63,6 +63,7 @@ def test_artifacts_are_kept_whole_and_quick_runs_apart(tmp_path, monkeypatch):
     (first / "old-only.txt").write_text("x")
     kept = results.keep_artifact("03", "merged", first)
     assert kept == tmp_path / "store" / "artifacts" / "03" / "merged" and (kept / "config.json").read_text() == "1"
+    assert not first.exists()  # moved, not copied: no half-gigabyte model left behind in a temp folder per run
     second = tmp_path / "second"
     second.mkdir()
     (second / "config.json").write_text("2")
@@ -71,4 +72,4 @@ def test_artifacts_are_kept_whole_and_quick_runs_apart(tmp_path, monkeypatch):
     assert sorted(p.name for p in kept.iterdir()) == ["config.json"] and (kept / "config.json").read_text() == "2"
     assert [p.name for p in kept.parent.iterdir()] == ["merged"]
     assert results.artifact("03", "merged", quick=True) is None
-    assert first.exists() and second.exists()  # sources are copied, not consumed
+    assert not second.exists()  # sources are moved, not copied

@@ -27,6 +27,8 @@ class BenchSettings:
     # how many times both harnesses measure before a metric counts as a disagreement: on a shared CPU one noisy run
     # is not one (each metric keeps its closest repetition)
     peer_attempts: int = 0
+    # the kit's lean decode loop with int8 linears beside the other engines (a CPU engine: helpers.bench.lean)
+    lean: bool = False
 
 
 def bench_settings(plan) -> BenchSettings:
@@ -34,10 +36,10 @@ def bench_settings(plan) -> BenchSettings:
     powers = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= max(1, plan.batch)]
     if plan.quick:
         return BenchSettings(max_tokens=8, repeats=2, concurrencies=powers[:2], requests_per_level=2, batches=powers[:2],
-                             quality_rows=4, compile=False, peer_rows=0)
+                             quality_rows=4, compile=False, peer_rows=0, lean=True)
     if plan.device == "cpu":
         return BenchSettings(max_tokens=16, repeats=3, concurrencies=powers[:3], requests_per_level=4, batches=powers[:4],
-                             quality_rows=12, compile=False, peer_rows=6, peer_levels=(1,), peer_attempts=3)
+                             quality_rows=12, compile=False, peer_rows=6, peer_levels=(1,), peer_attempts=3, lean=True)
     return BenchSettings(max_tokens=64, repeats=5, concurrencies=powers, requests_per_level=2 * powers[-1], batches=powers,
                          quality_rows=200, compile=True, peer_rows=100,
                          peer_levels=tuple(powers), peer_attempts=2)
@@ -66,10 +68,18 @@ def batch1_table(engines: list, prompts: list[str], max_tokens: int, repeats: in
     return table, records
 
 
-def add_roofline(table, bandwidth_gbps: float, bytes_per_token: float, column: str = "decode tokens/s"):
-    """The decode bound at batch 1 (``bytes_per_token`` read per token) and the share of it each row reached."""
+def add_roofline(table, bandwidth_gbps: float, bytes_per_token: float, column: str = "decode tokens/s", engines: list | None = None):
+    """The decode bound at batch 1 (``bytes_per_token`` read per token) and the share of it each row reached.
+
+    An engine in ``engines`` that reads other bytes than the model's (the lean loop's int8 weights: its
+    ``weights_bytes()``) gets its own bound: the KV cache part of ``bytes_per_token`` stays the same."""
     table = table.copy()
     bound = roofline_tokens_per_s(bandwidth_gbps, bytes_per_token)
+    bounds = {}
+    for engine in engines or []:
+        if hasattr(engine, "weights_bytes") and engine.name in table.index:
+            bounds[engine.name] = roofline_tokens_per_s(bandwidth_gbps, bytes_per_token - engine.model_weights_bytes() + engine.weights_bytes())
+    bound = [bounds.get(name, bound) for name in table.index] if bounds else bound
     table["roofline tokens/s"] = bound
     table["% of roofline"] = 100 * table[column] / bound
     return table
