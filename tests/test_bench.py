@@ -239,20 +239,20 @@ def test_lean_loop_computes_the_models_logits_and_greedy_reply(embedded):
     ids = chat_inputs(tokenizer, "A customer asks where their parcel is.")["input_ids"]
     with torch.no_grad():
         reference = model(ids).logits[0, -1]
-        greedy = model.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        greedy = model.generate(ids, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     lean = LeanEngine(model, tokenizer, max_length=256)
     logits = lean.forward(ids, 0)
     assert torch.allclose(logits, reference, rtol=1e-3, atol=1e-3), float((logits - reference).abs().max())
-    assert lean.generate(ids[0].tolist(), 12) == greedy[0, ids.shape[1]:].tolist()
+    assert lean.generate(ids[0].tolist(), 8) == greedy[0, ids.shape[1]:].tolist()
     # the decode step through TorchScript and through Python: the same modules, the same numbers
     plain = LeanEngine(model, tokenizer, max_length=256, script=False)
     assert lean.scripted and not plain.scripted and "TorchScript" in lean.name
-    assert plain.generate(ids[0].tolist(), 12) == greedy[0, ids.shape[1]:].tolist()
+    assert plain.generate(ids[0].tolist(), 8) == greedy[0, ids.shape[1]:].tolist()
     step = torch.tensor([[greedy[0, ids.shape[1]].item()]])
     assert torch.allclose(lean.forward(step, ids.shape[1]), plain.forward(step, ids.shape[1]), rtol=1e-4, atol=1e-4)
     record = lean.run("A customer asks where their parcel is.", max_tokens=6)
     assert record.ok and record.output_tokens == 6 and len(record.chunk_times) == 6 and record.chunk_times[-1] <= record.end
-    int8 = LeanEngine(model, tokenizer, weights="int8", max_length=256).forward(ids, 0)
+    int8 = LeanEngine(model, tokenizer, weights="int8", max_length=256, script=False).forward(ids, 0)  # (scripted: Lab 04)
     assert torch.nn.functional.cosine_similarity(int8, reference, dim=0) > 0.99
     with pytest.raises(InputError, match="exceed"):
         lean.generate(ids[0].tolist(), 1000)

@@ -39,7 +39,7 @@ def bench_settings(plan) -> BenchSettings:
                              quality_rows=4, compile=False, peer_rows=0, lean=True)
     if plan.device == "cpu":
         return BenchSettings(max_tokens=16, repeats=3, concurrencies=powers[:3], requests_per_level=4, batches=powers[:4],
-                             quality_rows=12, compile=False, peer_rows=6, peer_levels=(1,), peer_attempts=3, lean=True)
+                             quality_rows=12, compile=False, peer_rows=6, peer_levels=(1,), peer_attempts=4, lean=True)
     return BenchSettings(max_tokens=64, repeats=5, concurrencies=powers, requests_per_level=2 * powers[-1], batches=powers,
                          quality_rows=200, compile=True, peer_rows=100,
                          peer_levels=tuple(powers), peer_attempts=2)

@@ -150,13 +150,14 @@ def compare_load(kit, peer, metrics=LOAD_METRICS, tolerance: float = TOLERANCE):
 
 
 def cross_check_load(engine, prompts: list[str], concurrencies: list[int], requests_per_level: int, max_tokens: int,
-                     workdir: str | Path, attempts: int = 2, kit_table=None, progress: bool = True):
-    """The kit's sweep and GuideLLM's on the same endpoint; measured again (both) when a metric is off by more
-    than the tolerance, because one noisy run on a shared CPU is not a disagreement: each metric keeps the
-    repetition where the two agree best (its ``attempt`` column says which). Returns (table, attempts used).
+                     workdir: str | Path, attempts: int = 2, progress: bool = True):
+    """GuideLLM's sweep and the kit's on the same endpoint, back to back; both measured again when a metric is off
+    by more than the tolerance, because one noisy run on a shared CPU is not a disagreement: each metric keeps
+    the repetition where the two agree best (its ``attempt`` column says which). Returns (table, attempts used).
 
-    ``kit_table`` reuses a sweep already run (its rows for ``engine.name``); a repeat always measures afresh.
-    ``attempts=0`` skips the check (quick mode: CI's student run) and says so."""
+    Each repetition runs GuideLLM first (its process start-up is not timed) and the kit's sweep right after,
+    so the two measure the same few seconds of the machine; the lesson's own sweep, minutes earlier, is not
+    reused for that reason. ``attempts=0`` skips the check (quick mode: CI's student run) and says so."""
     import pandas as pd
 
     from .sweep import sweep
@@ -167,11 +168,10 @@ def cross_check_load(engine, prompts: list[str], concurrencies: list[int], reque
 
     best = None
     for attempt in range(1, attempts + 1):
-        if kit_table is None or attempt > 1:
-            kit_table, _ = sweep([engine], prompts, concurrencies, requests_per_level, max_tokens, progress=progress)
-        kit = kit_table.xs(engine.name, level="engine") if "engine" in kit_table.index.names else kit_table
         peer = guidellm_sweep(engine.base_url, engine.model, prompts, concurrencies, requests_per_level, max_tokens,
                               Path(workdir) / f"attempt-{attempt}", progress=progress)
+        kit_table, _ = sweep([engine], prompts, concurrencies, requests_per_level, max_tokens, progress=progress)
+        kit = kit_table.xs(engine.name, level="engine") if "engine" in kit_table.index.names else kit_table
         table = compare_load(kit, peer).assign(attempt=attempt)
         # per metric, the repetition where the two agree best: contention on a shared CPU only ever adds noise,
         # while a real difference in definitions shows in every repetition
