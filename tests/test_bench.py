@@ -270,6 +270,18 @@ def test_lean_loop_names_the_engines_for_a_model_it_does_not_know(embedded):
     with pytest.raises(InputError, match="unknown weights"):
         LeanEngine(embedded[0], embedded[1], weights="nf4")
 
+    import types
+
+    import torch
+
+    class LlamaForCausalLM:  # a Llama whose projections are not float nn.Linear (a bitsandbytes int8/NF4 load)
+        device, config = "cpu", None
+        model = types.SimpleNamespace(layers=[types.SimpleNamespace(self_attn=types.SimpleNamespace(q_proj=torch.nn.Identity()))])
+
+    with pytest.raises(InputError, match="float weights") as error:
+        LeanEngine(LlamaForCausalLM(), embedded[1])
+    assert "fp32 or bf16" in error.value.fix
+
 
 def test_real_server_streams_through_the_openai_client_and_stops():
     """`transformers serve` on the embedded model, on loopback, started and stopped by the kit."""

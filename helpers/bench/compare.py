@@ -36,10 +36,12 @@ def bench_settings(plan) -> BenchSettings:
     powers = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= max(1, plan.batch)]
     if plan.quick:
         return BenchSettings(max_tokens=8, repeats=2, concurrencies=powers[:2], requests_per_level=2, batches=powers[:2],
-                             quality_rows=4, compile=False, peer_rows=0, lean=True)
+                             quality_rows=4, compile=False, peer_rows=0,
+                             lean=plan.device == "cpu" and plan.precision in ("fp32", "bf16", "fp16"))
     if plan.device == "cpu":
         return BenchSettings(max_tokens=16, repeats=3, concurrencies=powers[:3], requests_per_level=4, batches=powers[:4],
-                             quality_rows=12, compile=False, peer_rows=6, peer_levels=(1,), peer_attempts=4, lean=True)
+                             quality_rows=12, compile=False, peer_rows=6, peer_levels=(1,), peer_attempts=4,
+                             lean=plan.precision in ("fp32", "bf16", "fp16"))
     return BenchSettings(max_tokens=64, repeats=5, concurrencies=powers, requests_per_level=2 * powers[-1], batches=powers,
                          quality_rows=200, compile=True, peer_rows=100,
                          peer_levels=tuple(powers), peer_attempts=2)

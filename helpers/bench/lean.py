@@ -144,6 +144,10 @@ class LeanEngine:
             raise InputError("the lean decode loop runs on the CPU", fix="on a GPU use InProcessEngine with a compiled static cache, or vLLM")
         config, int8 = self.model.config, self.weights == "int8"
         base = self.model.model
+        projection = base.layers[0].self_attn.q_proj
+        if type(projection) is not torch.nn.Linear or not projection.weight.is_floating_point():
+            raise InputError(f"the lean loop reads float weights; this model's projections are {type(projection).__name__}",
+                             fix="load the model in fp32 or bf16 (the loop makes its own int8 copy with weights='int8')")
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
