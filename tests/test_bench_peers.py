@@ -116,6 +116,19 @@ def test_lm_eval_command_keeps_keys_off_the_command_line(monkeypatch):
     assert "base_url=http://127.0.0.1:9/v1/chat/completions" in command[command.index("--model_args") + 1]
 
 
+def test_lm_eval_entry_point_indexes_only_the_kits_tasks():
+    """The kit runs lm_eval's own CLI through helpers.bench.lm_eval_main: the kit's task is found, lm_eval's
+    thousands of built-in tasks are not indexed (9 s a start on the CI machine)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "helpers.bench.lm_eval_main", "ls", "tasks", "--include_path", str(peers.LM_EVAL_TASKS)],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert peers.LM_EVAL_TASK in out.stdout and "hellaswag" not in out.stdout
+    assert peers.lm_eval_command("http://127.0.0.1:9/v1", "m", 4, REPO_ROOT / "out", ft.SHORT_PROMPT)[0] == "helpers.bench.lm_eval_main"
+
+
 def test_repetitions_keep_each_metrics_best_agreement(monkeypatch, tmp_path):
     """A metric that agrees in one repetition is not failed by noise in another; one that never agrees fails."""
     import helpers.bench.sweep as sweep_module

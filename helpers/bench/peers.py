@@ -189,8 +189,9 @@ def cross_check_load(engine, prompts: list[str], concurrencies: list[int], reque
 
 # ---------------------------------------------------------------- lm-evaluation-harness: quality
 def lm_eval_command(base_url: str, model: str, rows: int, output_path: Path, system_prompt: str, few_shot: int = 0) -> list[str]:
-    """The ``lm_eval`` command line for the support-desk task against an OpenAI-compatible chat endpoint."""
-    command = ["lm_eval", "--model", "local-chat-completions",
+    """The ``lm_eval`` command line for the support-desk task against an OpenAI-compatible chat endpoint (run as
+    ``python -m``: lm_eval's own CLI, told to index only the kit's task folder; see :mod:`helpers.bench.lm_eval_main`)."""
+    command = ["helpers.bench.lm_eval_main", "--model", "local-chat-completions",
                "--model_args", f"model={model},base_url={base_url}/chat/completions,num_concurrent=1,max_retries=1,"
                                "tokenized_requests=False,eos_string=<|im_end|>",
                "--include_path", str(LM_EVAL_TASKS), "--tasks", LM_EVAL_TASK, "--apply_chat_template",
