@@ -11,6 +11,12 @@ import sys
 from lm_eval.__main__ import cli_evaluate
 from lm_eval.tasks import TaskManager
 
-if __name__ == "__main__":
+
+def index_only_included_tasks() -> None:
+    """From now on in this process, lm_eval's task index holds only the ``--include_path`` folders."""
     TaskManager.__init__ = functools.partialmethod(TaskManager.__init__, include_defaults=False)
+
+
+if __name__ == "__main__":
+    index_only_included_tasks()
     sys.exit(cli_evaluate())
