@@ -22,6 +22,31 @@ def test_embedded_model_is_converted_to_a_safetensors_folder():
     assert resolved.source == "embedded" and resolved.location == str(folder)
 
 
+def test_concurrent_callers_wait_for_one_conversion(tmp_path, monkeypatch):
+    """`bash kit test` converts in the background while tests start: a second caller waits, it does not convert again."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("OTS_CACHE", str(tmp_path))
+    calls, inside = [], threading.Semaphore(1)
+
+    def slow_conversion(gguf, target, progress):
+        assert inside.acquire(blocking=False), "two conversions ran at once"
+        calls.append(target)
+        time.sleep(0.5)
+        target.mkdir(parents=True)
+        for name in ("model.safetensors", "tokenizer.json"):
+            (target / name).write_text("converted")
+        inside.release()
+        return target
+
+    monkeypatch.setattr(models, "_convert_embedded", slow_conversion)
+    with ThreadPoolExecutor(3) as pool:
+        folders = list(pool.map(lambda _: models.ensure_embedded(progress=False), range(3)))
+    assert len(calls) == 1 and len(set(folders)) == 1 and str(tmp_path) in str(folders[0])
+
+
 def test_embedded_model_loads_through_the_hub_code_path(embedded):
     model, tokenizer = embedded
     assert type(model).__name__ == "LlamaForCausalLM"
