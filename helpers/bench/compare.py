@@ -41,7 +41,7 @@ def bench_settings(plan) -> BenchSettings:
                              quality_rows=2, compile=False, peer_rows=0, lean=False)
     if plan.device == "cpu":
         return BenchSettings(max_tokens=16, repeats=3, concurrencies=powers[:3], requests_per_level=4, batches=powers[:4],
-                             quality_rows=12, compile=False, peer_rows=6, peer_levels=(1,), peer_attempts=4,
+                             quality_rows=12, compile=False, peer_rows=4, peer_levels=(1,), peer_attempts=4,
                              lean=plan.precision in ("fp32", "bf16", "fp16"))
     return BenchSettings(max_tokens=64, repeats=5, concurrencies=powers, requests_per_level=2 * powers[-1], batches=powers,
                          quality_rows=200, compile=True, peer_rows=100,
