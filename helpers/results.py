@@ -9,6 +9,11 @@ so Lab 04 benchmarks the precision Lab 02 found best, Lab 05 prices the local mo
 measured throughput, and the capstone memo quotes the learner's own numbers. A value another lab
 needs and that is missing raises an error naming the lab to run; ``get(..., default=...)`` lets
 a lab go on with a labelled default instead.
+
+Writes take a lock, so two notebooks (or CI's two workers) saving at once both keep their values.
+Quick-mode runs (CI's student copies) save to ``results.quick.json`` beside the store and read it
+over the full store, so CI-sized numbers never replace a full run's, and the capstone of a full
+run quotes full runs only.
 """
 from __future__ import annotations
 
@@ -20,14 +25,16 @@ import tempfile
 from pathlib import Path
 
 from .errors import InputError
-from .paths import cache_dir
+from .paths import cache_dir, exclusive, quick_mode, quick_variant, write_atomically
 
 _MISSING = object()
 
 
-def results_path() -> Path:
+def results_path(quick: bool | None = None) -> Path:
+    """The store this run writes to: the learner's, or its quick-mode sibling (``quick`` defaults to the mode)."""
     override = os.environ.get("OTS_RESULTS")
-    return Path(override).expanduser() if override else cache_dir() / "results.json"
+    path = Path(override).expanduser() if override else cache_dir() / "results.json"
+    return quick_variant(path) if (quick_mode() if quick is None else quick) else path
 
 
 def _lab_key(lab: str | int) -> str:
@@ -38,8 +45,18 @@ def _lab_key(lab: str | int) -> str:
 
 
 def load(path: Path | None = None) -> dict[str, dict]:
-    """Every saved result, by lab. An unreadable file is reported with its path, never silently reset."""
-    path = path or results_path()
+    """Every saved result, by lab. An unreadable file is reported with its path, never silently reset.
+
+    Without ``path`` in quick mode: the full store with the quick run's values over it."""
+    if path is None and quick_mode():
+        merged = _read(results_path(quick=False))
+        for lab, entries in _read(results_path(quick=True)).items():
+            merged.setdefault(lab, {}).update(entries)
+        return merged
+    return _read(path or results_path())
+
+
+def _read(path: Path) -> dict[str, dict]:
     if not path.exists():
         return {}
     try:
@@ -75,12 +92,10 @@ def save(lab: str | int, values: dict[str, float | int | str | bool], units: dic
             entry.update(tier=plan.tier, hardware=plan.hardware)
         entries[name] = entry
     path = path or results_path()
-    data = load(path)
-    data.setdefault(key, {}).update(entries)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-    os.replace(handle.name, path)
+    with exclusive(path):  # read, update, replace: one writer at a time, readers never see half a file
+        data = _read(path)
+        data.setdefault(key, {}).update(entries)
+        write_atomically(path, json.dumps(data, indent=1, sort_keys=True))
     return entries
 
 
@@ -108,7 +123,7 @@ def table(path: Path | None = None):
 def artifacts_dir(lab: str | int, quick: bool = False) -> Path:
     """Where ``lab`` keeps files a later lab uses (Lab 03's merged model, served by Lab 04): next to the
     results store, one folder per lab; quick-mode runs (CI's student copies) keep theirs apart."""
-    return results_path().parent / "artifacts" / (_lab_key(lab) + ("-quick" if quick else ""))
+    return results_path(quick=False).parent / "artifacts" / (_lab_key(lab) + ("-quick" if quick else ""))
 
 
 def keep_artifact(lab: str | int, name: str, source: str | Path, quick: bool = False) -> Path:

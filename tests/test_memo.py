@@ -66,3 +66,10 @@ def test_the_report_is_one_self_contained_html_file(tmp_path, monkeypatch):
     assert path == tmp_path / "decision_memo.html" and "data:image/png;base64," in text
     assert "Missing inputs" in text and "Recommendation" in text and "Risks" in text
     assert "<script" not in text
+
+
+def test_a_quick_run_writes_its_own_memo(tmp_path, monkeypatch):
+    monkeypatch.setenv("OTS_RESULTS", str(tmp_path / "results.json"))
+    monkeypatch.setenv("OTS_LEDGER", str(tmp_path / "ledger.csv"))
+    monkeypatch.setenv("OTS_QUICK", "1")
+    assert memo.render_html(memo.build(samples=30)) == tmp_path / "decision_memo.quick.html"

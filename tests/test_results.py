@@ -73,3 +73,53 @@ def test_artifacts_are_kept_whole_and_quick_runs_apart(tmp_path, monkeypatch):
     assert [p.name for p in kept.parent.iterdir()] == ["merged"]
     assert results.artifact("03", "merged", quick=True) is None
     assert not second.exists()  # sources are moved, not copied
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from helpers import ledger, results
+store, claims, worker = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+for i in range(20):
+    results.save("0" + worker, {f"value {i}": i}, path=store)
+for claim in list(ledger.seed_claims())[:10]:
+    ledger.record(claim, "holds", f"worker {worker}", "0" + worker, path=claims)
+"""
+
+
+def test_labs_saving_at_once_keep_every_value(tmp_path):
+    """CI's two workers (or a learner's two notebooks) save at the same time: no write may lose another's."""
+    import subprocess
+    import sys
+
+    from helpers import ledger
+    from helpers.paths import REPO_ROOT
+
+    store, claims = tmp_path / "results.json", tmp_path / "ledger.csv"
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, str(store), str(claims), str(w)], cwd=REPO_ROOT)
+               for w in range(1, 5)]
+    assert all(w.wait(timeout=120) == 0 for w in writers)
+    saved = results.load(store)
+    assert {lab: len(values) for lab, values in saved.items()} == {f"0{w}": 20 for w in range(1, 5)}
+    rows = ledger._read(claims)
+    assert len(rows) == 40 and {r["lab"] for r in rows} == {"01", "02", "03", "04"}
+
+
+def test_quick_runs_write_beside_the_full_store_and_read_over_it(tmp_path, monkeypatch):
+    """CI's student copies run CI-sized: their numbers must not replace a full run's, which the capstone quotes."""
+    from helpers import ledger
+
+    monkeypatch.setenv("OTS_RESULTS", str(tmp_path / "results.json"))
+    monkeypatch.setenv("OTS_LEDGER", str(tmp_path / "ledger.csv"))
+    results.save("03", {"category accuracy after": 0.5, "steps": 12})
+    ledger.record("C12", "holds", "full run", "03")
+    monkeypatch.setenv("OTS_QUICK", "1")
+    results.save("03", {"category accuracy after": 0.1})
+    ledger.record("C12", "cannot tell yet", "quick run", "03")
+    assert results.results_path() == tmp_path / "results.quick.json"
+    assert results.get("03", "category accuracy after") == 0.1 and results.get("03", "steps") == 12
+    assert ledger.table().loc["C12", "evidence"] == "quick run"
+    monkeypatch.delenv("OTS_QUICK")
+    assert results.get("03", "category accuracy after") == 0.5
+    assert ledger.table().loc["C12", "evidence"] == "full run"
+    assert results.artifacts_dir("03") == tmp_path / "artifacts" / "03"

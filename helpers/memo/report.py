@@ -12,6 +12,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..paths import quick_mode, quick_variant
+
 # (lab, stored name) -> what the memo calls it; the default comes from the dated data files when the lab was not run
 INPUTS = [
     ("01", "api model", "API model priced"),
@@ -179,7 +181,10 @@ def render_html(memo: Memo, path: str | Path | None = None) -> Path:
     """Write the memo as one self-contained HTML file (tables and plots inline) and return its path."""
     from .. import results
 
-    path = Path(path) if path else results.results_path().parent / "decision_memo.html"
+    if path is None:  # beside the results store; a quick run's memo (decision_memo.quick.html) never replaces a full one's
+        path = results.results_path(quick=False).with_name("decision_memo.html")
+        path = quick_variant(path) if quick_mode() else path
+    path = Path(path)
     missing = memo.inputs[memo.inputs["source"].str.startswith("missing")]
     body = [f"<h1>Support desk: should we move off the proprietary API?</h1><p><em>{dt.date.today().isoformat()}, "
             f"from the learner's own lab results.</em></p>",
