@@ -36,6 +36,7 @@ class Hardware:
         cpu_cores: logical CPU cores usable by this process.
         ram_gb: system memory in GB.
         spec: the matching row of ``datasets/gpu_specs.csv``, if any.
+        unused_accelerator: a GPU torch sees but the kit does not plan for (an Apple GPU through MPS), or None.
     """
 
     kind: str
@@ -46,6 +47,7 @@ class Hardware:
     cpu_cores: int = 1
     ram_gb: float = 0.0
     spec: dict | None = field(default=None, compare=False)
+    unused_accelerator: str | None = None
 
     @property
     def has_gpu(self) -> bool:
@@ -63,7 +65,8 @@ class Hardware:
                 f"GPU {self.name}, {self.vram_gb:.1f} GB, compute capability {cc}, "
                 f"bf16 {'yes' if self.bf16 else 'no'}; {self.cpu_cores} CPU cores, {self.ram_gb:.1f} GB RAM"
             )
-        return f"CPU only: {self.name}, {self.cpu_cores} cores, {self.ram_gb:.1f} GB RAM (no GPU found)"
+        found = f"{self.unused_accelerator} found, not used" if self.unused_accelerator else "no GPU found"
+        return f"CPU only: {self.name}, {self.cpu_cores} cores, {self.ram_gb:.1f} GB RAM ({found})"
 
 
 @lru_cache(maxsize=1)
@@ -108,7 +111,18 @@ def _cpu_cores() -> int:
 
 def cpu_hardware() -> Hardware:
     """This machine's CPU as a Hardware description (used when no GPU is found)."""
-    return Hardware(kind="cpu", name=platform.processor() or platform.machine(), cpu_cores=_cpu_cores(), ram_gb=_ram_gb())
+    return Hardware(kind="cpu", name=platform.processor() or platform.machine(), cpu_cores=_cpu_cores(), ram_gb=_ram_gb(),
+                    unused_accelerator=_apple_gpu())
+
+
+def _apple_gpu() -> str | None:
+    """"Apple GPU (MPS)" on a Mac whose torch can use it: the plan says why the kit runs on the CPU there."""
+    try:
+        import torch
+
+        return "Apple GPU (MPS)" if torch.backends.mps.is_available() else None
+    except (ImportError, AttributeError):
+        return None
 
 
 # Make a bigger GPU plan and run like a smaller one (e.g. OTS_SIMULATE_GPU=T4 on an H100): the kit is

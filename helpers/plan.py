@@ -168,6 +168,9 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
             row[key] = int(wanted[key]) if key in ("batch", "context") else wanted[key]
             notes.append(f"{key} set to {wanted[key]} by {ENV_VAR}")
     device = "cuda" if hw.has_gpu and tier != "cpu" else "cpu"
+    if device == "cpu" and hw.unused_accelerator:
+        notes.append(f"{hw.unused_accelerator} found but not used: the kit's GPU paths need CUDA (bitsandbytes int8/NF4, "
+                     "the GPU tiers' models and timings); every lab runs on the CPU tier here, as on a laptop without a GPU")
     available = hw.vram_gb * USABLE_VRAM if device == "cuda" else hw.ram_gb * USABLE_RAM
     base = dict(lab=lab, tier=tier, hardware=hw.summary(), device=device, batch=int(row["batch"]), context=int(row["context"]),
                 memory_available_gb=available, quick=quick)

@@ -32,6 +32,19 @@ def test_cpu_plan_uses_the_embedded_model():
     assert 0 < p.expected_memory_gb < p.memory_available_gb and p.expected_minutes > 0
 
 
+def test_a_mac_gpu_is_named_and_the_plan_says_why_it_is_not_used(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    hw = detect_hardware()
+    assert hw.kind == "cpu" and "Apple GPU (MPS) found, not used" in hw.summary()
+    p = plan("02", hw, override="")
+    assert p.device == "cpu" and any("Apple GPU (MPS) found but not used" in note and "CUDA" in note for note in p.notes)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert not any("MPS" in note for note in plan("02", cpu_hardware(), override="").notes)
+
+
 def test_t4_plan_falls_back_to_fp16_and_says_why():
     p = plan("00", describe_gpu("T4"), override="precision=bf16")
     assert p.tier == "colab" and p.precision == "fp16"
