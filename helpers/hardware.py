@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import sys
+from pathlib import Path
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -113,6 +116,13 @@ def cpu_hardware() -> Hardware:
     """This machine's CPU as a Hardware description (used when no GPU is found)."""
     return Hardware(kind="cpu", name=platform.processor() or platform.machine(), cpu_cores=_cpu_cores(), ram_gb=_ram_gb(),
                     unused_accelerator=_apple_gpu())
+
+
+def vllm_cli() -> str | None:
+    """The ``vllm`` command, if installed: beside this Python (same environment) or on PATH (vLLM pins its own
+    torch, so it often lives in an environment of its own). None if not found."""
+    beside = Path(sys.executable).with_name("vllm")
+    return str(beside) if beside.exists() else shutil.which("vllm")
 
 
 def _apple_gpu() -> str | None:

@@ -17,10 +17,12 @@ from functools import lru_cache
 from .catalog import PRECISIONS, estimate_memory, get_model
 from .data import load_rows
 from .errors import InputError, KitError, NotEnoughMemoryError
-from .hardware import USABLE_RAM, USABLE_VRAM, Hardware, detect_hardware, half_dtype
+from .hardware import USABLE_RAM, USABLE_VRAM, Hardware, detect_hardware, half_dtype, vllm_cli
 from .paths import QUICK_VAR, quick_mode
 
 TIERS = ("cpu", "colab", "local-gpu")
+# the local OpenAI-compatible servers a plan can choose for the labs that serve (tier_defaults.csv's server column)
+SERVERS = {"transformers": "transformers serve", "vllm": "vLLM"}
 ENV_VAR = "OTS_PLAN"
 SLOW_OVERRIDE_MINUTES = 60  # a forced tier that plans longer than this on a CPU gets a note saying how to undo it
 # a GPU with less memory than this is planned like Colab's T4 (small-GPU tier)
@@ -62,6 +64,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     quick: bool = False
     compute_dtype: str = "float32"
+    server: str | None = None  # labs that serve the model (04, 05): "transformers" (transformers serve) or "vllm"
 
     def as_rows(self) -> list[tuple[str, str]]:
         rows = [
@@ -71,6 +74,8 @@ class Plan:
             ("expected memory", f"{self.expected_memory_gb:.2f} GB of {self.memory_available_gb:.1f} GB usable"),
             ("expected time", f"about {self.expected_minutes:.1f} min"),
         ]
+        if self.server:
+            rows.append(("local server", SERVERS[self.server]))
         rows += [(f"note {i + 1}", note) for i, note in enumerate(self.notes)]
         return rows
 
@@ -105,11 +110,13 @@ def parse_override(text: str | None) -> dict[str, str]:
                 continue
             raise InputError(f"{ENV_VAR}: cannot read {part!r}", fix=f"write key=value pairs, e.g. {ENV_VAR}='tier=cpu,precision=fp32'")
         key, value = (s.strip() for s in part.split("=", 1))
-        if key not in {"tier", "model", "precision", "batch", "context"}:
-            raise InputError(f"{ENV_VAR}: unknown key {key!r}", fix="use tier, model, precision, batch or context")
+        if key not in {"tier", "model", "precision", "batch", "context", "server"}:
+            raise InputError(f"{ENV_VAR}: unknown key {key!r}", fix="use tier, model, precision, batch, context or server")
         out[key] = value
     if "tier" in out and out["tier"] not in TIERS:
         raise InputError(f"{ENV_VAR}: unknown tier {out['tier']!r}", fix=f"use one of: {', '.join(TIERS)}")
+    if "server" in out and out["server"] not in SERVERS:
+        raise InputError(f"{ENV_VAR}: unknown server {out['server']!r}", fix=f"use one of: {', '.join(SERVERS)}")
     if "precision" in out and out["precision"] not in PRECISIONS:
         raise InputError(f"{ENV_VAR}: unknown precision {out['precision']!r}", fix=f"use one of: {', '.join(PRECISIONS)}")
     for key in ("batch", "context"):
@@ -213,8 +220,35 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
     if "tier" in wanted and device == "cpu" and tier != "cpu" and minutes > SLOW_OVERRIDE_MINUTES:
         notes.append(f"about {minutes:.0f} min on this machine: {ENV_VAR} forces the {tier} tier's sizes onto a CPU. "
                      f"To undo: unset {ENV_VAR} (or {ENV_VAR}=tier=cpu) for the CPU plan")
+    server = None
+    if row.get("server", "-") != "-":  # a lab that serves the model: the tier's server, or the one OTS_PLAN names
+        if "server" in wanted:
+            notes.append(f"server set to {wanted['server']} by {ENV_VAR}")
+        server = server_for(wanted.get("server", row["server"]), precision, device, notes)
     return Plan(model=spec.key, hub_id=spec.hub_id, precision=precision, expected_memory_gb=estimate.total_gb,
-                expected_minutes=minutes, notes=notes, compute_dtype=compute_dtype_for(precision, device, hw), **base)
+                expected_minutes=minutes, notes=notes, compute_dtype=compute_dtype_for(precision, device, hw), server=server, **base)
+
+
+def server_for(wanted: str | None, precision: str, device: str, notes: list[str]) -> str | None:
+    """The local server of a lab that serves: vLLM where the tier asks for it and it can run (a CUDA GPU, 16-bit
+    weights, the ``vllm`` command installed), else ``transformers serve``; each fallback is written into ``notes``.
+    None for a lab that serves nothing."""
+    if wanted in (None, "", "-"):
+        return None
+    if wanted != "vllm":
+        return "transformers"
+    if device != "cuda":
+        notes.append("vLLM needs a CUDA GPU: the local server is transformers serve")
+    elif precision not in ("bf16", "fp16"):
+        notes.append(f"the kit serves 16-bit weights with vLLM; at {precision} the local server is transformers serve "
+                     f"(or {ENV_VAR}='precision=bf16' if it fits)")
+    elif vllm_cli() is None:
+        notes.append("vLLM is not installed: the local server is transformers serve (no paged KV cache, so fewer requests "
+                     "in flight at once). pip install vllm on this machine (in its own environment if its torch pin "
+                     "differs; the kit finds `vllm` on PATH) and re-run")
+    else:
+        return "vllm"
+    return "transformers"
 
 
 def compute_dtype_for(precision: str, device: str, hw: Hardware) -> str:

@@ -370,3 +370,61 @@ def test_kit_serve_serves_on_loopback_and_stops_by_itself():
         assert process.wait(timeout=60) == 0  # stopped by itself after 15 s
     finally:
         process.kill()
+
+
+FAKE_VLLM = """#!{python}
+# stands in for the `vllm` command: records its arguments, answers /v1/models on the port it was given
+import http.server, json, sys
+args = sys.argv[1:]
+open({record!r}, "w").write(json.dumps(args))
+port = int(args[args.index("--port") + 1])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/v1/models" else 404); self.end_headers(); self.wfile.write(b'{{"data": []}}')
+    def log_message(self, *a): pass
+http.server.HTTPServer((args[args.index("--host") + 1], port), H).serve_forever()
+"""
+
+
+def test_a_big_gpu_plan_serves_with_vllm_where_installed_and_falls_back_saying_why(tmp_path, monkeypatch):
+    """The plan picks the server once: vllm serve, sized by the plan, on a big GPU with vLLM on PATH; transformers serve
+    with a note when vLLM is missing, the weights are not 16-bit, or OTS_PLAN says so; and the CPU tier never asks."""
+    import json
+
+    from helpers.bench.server import LocalServer, ServerError
+    from helpers.hardware import describe_gpu
+    from helpers.plan import plan
+
+    a100 = describe_gpu("A100-80GB")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    missing = plan("05", a100, override="")
+    assert missing.server == "transformers" and any("vLLM is not installed" in note for note in missing.notes)
+    assert plan("05", override="tier=cpu").server == "transformers" and plan("02", a100, override="").server is None
+
+    record, cli = tmp_path / "argv.json", tmp_path / "bin" / "vllm"
+    cli.parent.mkdir()
+    cli.write_text(FAKE_VLLM.format(python=sys.executable, record=str(record)))
+    cli.chmod(0o755)
+    monkeypatch.setenv("PATH", str(cli.parent))
+    p = plan("05", a100, override="")
+    assert p.server == "vllm" and ("local server", "vLLM") in p.as_rows()
+    with LocalServer.for_plan(p, "/models/qwen", startup_timeout_s=20) as server:
+        assert server.healthy() and server.engine == "vllm" and server.model == "/models/qwen"
+        argv = json.loads(record.read_text())
+    assert not server.alive()
+    options = dict(zip(argv[2::2], argv[3::2]))
+    assert argv[:2] == ["serve", "/models/qwen"] and options["--host"] == "127.0.0.1" and options["--port"] == str(server.port)
+    assert (options["--dtype"], options["--max-model-len"], options["--max-num-seqs"]) == ("bfloat16", str(p.context), str(p.batch))
+    assert 0.2 <= float(options["--gpu-memory-utilization"]) <= 0.9 and options["--served-model-name"] == "/models/qwen"
+
+    quantized = plan("05", a100, override="precision=nf4")
+    assert quantized.server == "transformers" and any("at nf4 the local server is transformers serve" in n for n in quantized.notes)
+    forced = plan("05", a100, override="server=transformers")
+    assert forced.server == "transformers" and any("server set to transformers" in n for n in forced.notes)
+    with pytest.raises(InputError):
+        plan("05", a100, override="server=ollama")
+
+    cli.unlink()  # chosen, then gone before the lab starts it: the error names both ways out
+    with pytest.raises(ServerError) as info:
+        LocalServer.for_plan(p, "/models/qwen").start()
+    assert "pip install vllm" in info.value.fix and "server=transformers" in info.value.fix

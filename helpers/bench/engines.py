@@ -207,8 +207,8 @@ def engine_status(plan) -> dict[str, str]:
                                                  else "not installed: pip install 'transformers[serving]' openai (bash kit setup does)")
     status["llama.cpp"] = ("ready" if importlib.util.find_spec("llama_cpp") else
                            "not installed: pip install llama-cpp-python (builds from source, about 8 min on 2 cores)")
-    status["vLLM"] = ("ready" if importlib.util.find_spec("vllm") and plan.device == "cuda" else
-                      "GPU only: pip install vllm in a separate environment on a CUDA machine, then point an OpenAIEngine at it")
+    status["vLLM"] = ("ready: the plan's local server" if getattr(plan, "server", None) == "vllm" else
+                      "GPU only: on a big GPU the plan serves with vLLM when the `vllm` command is installed (pip install vllm)")
     return status
 
 

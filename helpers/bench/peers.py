@@ -273,7 +273,7 @@ def quality_cross_check_for(plan, model, tokenizer, server, rows: int, workdir: 
         table = quality_cross_check(model, tokenizer, server.base_url, server.model, rows, workdir, tuned=False, progress=progress)
         return table, "the base model, few-shot (Lab 03 kept no fine-tuned model here: run Lab 03 to check yours)"
     tuned, tuned_tokenizer = load_model(str(folder), plan=plan)
-    with LocalServer(folder, device=plan.device) as tuned_server:
+    with LocalServer.for_plan(plan, folder) as tuned_server:
         table = quality_cross_check(tuned, tuned_tokenizer, tuned_server.base_url, tuned_server.model, rows, workdir,
                                     tuned=True, progress=progress)
     return table, "your Lab 03 fine-tuned model (merged), asked as Lab 03 evaluated it"

@@ -1,9 +1,11 @@
 """A local OpenAI-compatible server on loopback, started and stopped by the kit.
 
 The default is ``transformers serve`` on a model folder (the embedded model's safetensors cache on
-the CPU tier): the same weights Labs 00-03 load, behind the same wire format as the paid API.
+the CPU tier): the same weights Labs 00-03 load, behind the same wire format as the paid API. The
+plan picks the server once (``Plan.server``): ``vllm serve`` on a big GPU where vLLM is installed,
+``transformers serve`` everywhere else; ``LocalServer.for_plan`` builds the command from the plan.
 
-    with LocalServer(model_dir) as server:          # picks a free port on 127.0.0.1
+    with LocalServer.for_plan(plan, model_dir) as server:   # picks a free port on 127.0.0.1
         engine = OpenAIEngine(server.base_url, server.model)
 
 Guarantees: it listens on 127.0.0.1 only; start waits for a health check with a time limit and
@@ -53,12 +55,48 @@ def serve_command(model_dir: str | Path, port: int, device: str = "cpu") -> list
     return [str(cli) if cli.exists() else "transformers", "serve", str(model_dir), "--host", HOST, "--port", str(port), "--device", device]
 
 
+def vllm_command(model_dir: str | Path, port: int, dtype: str, max_model_len: int, max_num_seqs: int,
+                 gpu_memory_utilization: float) -> list[str]:
+    """``vllm serve`` for ``model_dir`` on loopback, sized by the plan: its dtype, context and batch, and the share
+    of GPU memory vLLM may take for weights and its paged KV cache. The model name clients send is the folder's
+    path, as with ``transformers serve``, so the same client code talks to either."""
+    from ..hardware import vllm_cli
+
+    return [vllm_cli() or "vllm", "serve", str(model_dir), "--host", HOST, "--port", str(port),
+            "--served-model-name", str(model_dir), "--dtype", dtype, "--max-model-len", str(max_model_len),
+            "--max-num-seqs", str(max_num_seqs), "--gpu-memory-utilization", f"{gpu_memory_utilization:.2f}"]
+
+
+# vLLM takes a fixed share of the GPU up front: the plan's estimate (weights + KV cache at its batch and context)
+# with room for CUDA graphs and activations, never below a floor that leaves its KV cache some blocks, nor above
+# vLLM's own default (0.9), so the lab's in-process model and a second server (Lab 04) can share the card
+VLLM_HEADROOM, VLLM_MIN_SHARE, VLLM_MAX_SHARE = 1.3, 0.2, 0.9
+INSTALL_FIX = {"transformers": "pip install 'transformers[serving]' (bash kit setup does)",
+               "vllm": "pip install vllm on this CUDA machine, or OTS_PLAN='server=transformers' for transformers serve"}
+
+
 class LocalServer:
     """A server process on 127.0.0.1 (``command`` defaults to ``transformers serve <model_dir>``)."""
 
+    @classmethod
+    def for_plan(cls, plan, model_dir: str | Path, **options) -> "LocalServer":
+        """The plan's local server for ``model_dir``: ``vllm serve`` sized by the plan where it chose vLLM,
+        else ``transformers serve`` on the plan's device. ``options`` go to the constructor (port, timeouts)."""
+        if plan.server != "vllm":
+            return cls(model_dir, device=plan.device, **options)
+        from ..hardware import USABLE_VRAM
+
+        vram_gb = plan.memory_available_gb / USABLE_VRAM
+        share = min(VLLM_MAX_SHARE, max(VLLM_MIN_SHARE, VLLM_HEADROOM * plan.expected_memory_gb / vram_gb))
+        port = options.pop("port", None) or free_port()
+        command = vllm_command(model_dir, port, plan.compute_dtype, plan.context, plan.batch, share)
+        # vLLM profiles memory and captures CUDA graphs before it answers: minutes on a 7B, not seconds
+        options.setdefault("startup_timeout_s", 900.0)
+        return cls(model_dir, port=port, device=plan.device, command=command, engine="vllm", **options)
+
     def __init__(self, model_dir: str | Path | None = None, port: int | None = None, device: str = "cpu",
                  command: list[str] | None = None, model_name: str | None = None, startup_timeout_s: float = 120.0,
-                 max_lifetime_s: float = 1800.0, health_path: str = "/v1/models"):
+                 max_lifetime_s: float = 1800.0, health_path: str = "/v1/models", engine: str = "transformers"):
         if command is None and model_dir is None:
             raise InputError("no model folder to serve", fix="pass model_dir (e.g. helpers.models.ensure_embedded())")
         self.port = port or free_port()
@@ -66,12 +104,20 @@ class LocalServer:
             raise ServerError(f"port {self.port} on {HOST} is already taken (another server, or a previous run still up)",
                               fix=f"pass port=None to pick a free port, or stop what listens there (lsof -i :{self.port})")
         self.model = model_name or str(model_dir)  # transformers serve wants the served folder's path as the model name
+        self.engine = engine
         self.command = command or serve_command(model_dir, self.port, device)
         self.startup_timeout_s, self.max_lifetime_s, self.health_path = startup_timeout_s, max_lifetime_s, health_path
         self.process: subprocess.Popen | None = None
         self._log = tempfile.NamedTemporaryFile("w+", prefix="ots-server-", suffix=".log", delete=False)
         self._hub_cache = tempfile.mkdtemp(prefix="ots-hub-cache-")
         self._deadline: threading.Timer | None = None
+
+    @property
+    def label(self) -> str:
+        """What serves here, in words ("transformers serve", "vLLM")."""
+        from ..plan import SERVERS
+
+        return SERVERS.get(self.engine, self.engine)
 
     @property
     def base_url(self) -> str:
@@ -85,7 +131,7 @@ class LocalServer:
 
     def start(self) -> "LocalServer":
         if shutil.which(self.command[0]) is None and not Path(self.command[0]).exists():
-            raise ServerError(f"{self.command[0]!r} is not installed", fix="pip install 'transformers[serving]' (bash kit setup does)")
+            raise ServerError(f"{self.command[0]!r} is not installed", fix=INSTALL_FIX.get(self.engine, INSTALL_FIX["transformers"]))
         # offline: no hub lookups; an existing cache folder (transformers serve's /v1/models needs one)
         os.makedirs(self._hub_cache, exist_ok=True)  # stop() removed it: a restarted server gets a fresh one
         env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=self._hub_cache, PYTHONUNBUFFERED="1")
@@ -156,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     p = plan("05")
     key = args.model or p.model
     folder = ensure_embedded(progress=True) if key == "smollm2-135m" else resolve_model(key).location
-    server = LocalServer(folder, port=args.port, device=p.device, max_lifetime_s=args.minutes * 60).start()
-    print(f"serving {key} at {server.base_url} (model name: {server.model}); stops after {args.minutes:g} min or on Ctrl-C")
+    server = LocalServer.for_plan(p, folder, port=args.port, max_lifetime_s=args.minutes * 60).start()
+    print(f"serving {key} with {server.engine} at {server.base_url} (model name: {server.model}); stops after {args.minutes:g} min or on Ctrl-C")
     try:
         while server.alive():
             time.sleep(1.0)
