@@ -109,6 +109,22 @@ def test_sweep_rows_per_engine_and_concurrency_with_errors_counted():
     assert len(records) == 16 and {r.concurrency for r in records} == {1, 2}
 
 
+def test_the_load_sweep_is_read_from_its_own_numbers():
+    import pandas as pd
+
+    from helpers.bench.sweep import read_load
+
+    def table(tokens_per_s, ttft):
+        index = pd.MultiIndex.from_product([["server"], [1, 2, 4]], names=["engine", "concurrency"])
+        return pd.DataFrame({"output tokens/s": tokens_per_s, "ttft s p50": ttft}, index=index)
+
+    in_turn = read_load(table([11.9, 13.8, 13.3], [0.26, 1.30, 1.94]), "server")
+    assert "x1.12" in in_turn and "x7.5" in in_turn and "one request at a time" in in_turn
+    batching = read_load(table([30.0, 58.0, 105.0], [0.05, 0.06, 0.08]), "server")
+    assert "x3.50" in batching and "batches concurrent requests" in batching
+    assert "at least two" in read_load(table([1.0, 1.0, 1.0], [1, 1, 1]).iloc[:1], "server")
+
+
 def test_concurrency_really_overlaps_requests():
     from helpers.bench.sweep import run_level
 

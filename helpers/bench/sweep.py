@@ -57,6 +57,31 @@ def sweep(engines: list, prompts: list[str], concurrencies: list[int], requests_
     return pd.DataFrame(rows).set_index(["engine", "concurrency"]), records
 
 
+# throughput that grows by less than this share of the growth in requests in flight: the server is not batching them
+BATCHING_SHARE = 0.5
+
+
+def read_load(load, engine: str) -> str:
+    """What ``engine``'s rows of a load sweep say, in words computed from them: how TTFT and throughput moved
+    from the lowest to the highest concurrency, and whether the server batches concurrent requests (throughput
+    grows with them) or answers them in turn (throughput flat, so later requests wait and TTFT grows)."""
+    rows = load.loc[engine].sort_index()
+    low, high = rows.index[0], rows.index[-1]
+    if low == high:
+        return f"one concurrency level ({low}): sweep at least two to see how the server behaves under load"
+    ttft = rows["ttft s p50"].iloc[-1] / rows["ttft s p50"].iloc[0]
+    throughput = rows["output tokens/s"].iloc[-1] / rows["output tokens/s"].iloc[0]
+    more = high / low
+    head = (f"from {low} to {high} requests in flight ({more:g}x): output tokens/s x{throughput:.2f}, "
+            f"TTFT p50 x{ttft:.1f}. ")
+    if throughput - 1 >= BATCHING_SHARE * (more - 1):
+        return head + ("The server batches concurrent requests: each decoding step serves several of them, so "
+                       "throughput grows with the load.")
+    return head + ("Throughput barely moved: the server answers about one request at a time, so later requests wait "
+                   "in line and their first token comes later. An engine with continuous batching (vLLM) adds new "
+                   "requests to the running batch at every step, which keeps TTFT low under load.")
+
+
 def batch_sweep(engine, prompts: list[str], batches: list[int], max_tokens: int = 32, memory=None, progress: bool = True):
     """In-process throughput vs batch size (one ``generate`` per batch): output tokens/s and peak memory.
 
