@@ -1,7 +1,10 @@
 """Install paths stay in step: pyproject, environment.yml, the kit script, Colab, CI."""
 import re
+import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 from packaging.requirements import Requirement
 
@@ -38,6 +41,31 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 def test_cpu_constraints_pin_the_local_torch_wheel():
     assert "torch==2.13.0" in (ROOT / "constraints/cpu.txt").read_text()
+
+
+def _sources(tmp_path, **env):
+    import os
+    import subprocess
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "KIT_"))}
+    base.update(PIP_CONFIG_FILE=os.devnull, **env)  # no pip configuration: only the folders named here
+    out = subprocess.run(["bash", str(ROOT / "kit"), "sources"], env=base, capture_output=True, text=True, check=True).stdout
+    return dict(line.split(": ", 1) if ": " in line else (line.rstrip(":"), "") for line in out.splitlines())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PyPI's torch is the CPU build on macOS and Windows: no index added there")
+def test_a_laptop_gets_pytorchs_cpu_wheel_not_the_cuda_build(tmp_path):
+    """On Linux, PyPI's torch of the pinned version is the CUDA build (gigabytes): the kit adds PyTorch's CPU index,
+    unless a local wheel folder already holds the +cpu wheel (CI), the GPU constraints are used, or it is turned off."""
+    empty, local = tmp_path / "empty", tmp_path / "wheels"
+    empty.mkdir(), local.mkdir()
+    (local / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"")
+    assert _sources(tmp_path, PIP_FIND_LINKS=str(empty))["torch CPU index"] == "https://download.pytorch.org/whl/cpu"
+    assert _sources(tmp_path, PIP_FIND_LINKS=str(local))["torch CPU index"] == ""
+    assert _sources(tmp_path, PIP_FIND_LINKS=str(empty), KIT_TORCH_INDEX="none")["torch CPU index"] == ""
+    assert _sources(tmp_path, PIP_FIND_LINKS=str(empty), KIT_TORCH_INDEX="https://mirror.example/cpu")["torch CPU index"] == "https://mirror.example/cpu"
+    gpu = _sources(tmp_path, PIP_FIND_LINKS=str(empty), KIT_CONSTRAINTS="constraints/gpu.txt")
+    assert gpu["torch CPU index"] == "" and gpu["constraints"].endswith("constraints/gpu.txt")
 
 
 def test_kit_and_colab_install_the_same_extras_and_embedded_model():
