@@ -300,15 +300,16 @@ def test_lean_loop_names_the_engines_for_a_model_it_does_not_know(embedded):
 
 
 def test_real_server_streams_through_the_openai_client_and_stops():
-    """`transformers serve` on the embedded model, on loopback, started and stopped by the kit."""
+    """`transformers serve` on the embedded model, on loopback, started from the CPU plan (fp32) and stopped by the kit."""
     pytest.importorskip("openai")
     pytest.importorskip("fastapi")
     from helpers.bench.engines import OpenAIEngine
     from helpers.bench.server import LocalServer
     from helpers.models import ensure_embedded
+    from helpers.plan import plan
 
-    with LocalServer(ensure_embedded(progress=False), startup_timeout_s=120) as server:
-        assert server.base_url.startswith("http://127.0.0.1:")
+    with LocalServer.for_plan(plan("05", override="tier=cpu"), ensure_embedded(progress=False), startup_timeout_s=120) as server:
+        assert server.base_url.startswith("http://127.0.0.1:") and server.command[-2:] == ["--dtype", "float32"]
         engine = OpenAIEngine(server.base_url, server.model)
         r = engine.run("What is the capital of France?", max_tokens=8)
         assert r.ok and 1 <= r.output_tokens <= 8 and r.input_tokens > 0 and r.ttft > 0
@@ -439,6 +440,11 @@ def test_a_big_gpu_plan_serves_with_vllm_where_installed_and_falls_back_saying_w
     assert forced.server == "transformers" and any("server set to transformers" in n for n in forced.notes)
     with pytest.raises(InputError):
         plan("05", a100, override="server=ollama")
+
+    t4 = LocalServer.for_plan(plan("05", describe_gpu("T4"), override=""), "/models/qwen").command  # no bf16 on a T4
+    assert t4[t4.index("--dtype") + 1] == "float16" and "--quantization" not in t4 and "transformers" in t4[0]
+    served_4bit = LocalServer.for_plan(quantized, "/models/qwen").command
+    assert served_4bit[served_4bit.index("--quantization") + 1] == "bnb-4bit" and "bfloat16" in served_4bit
 
     cli.unlink()  # chosen, then gone before the lab starts it: the error names both ways out
     with pytest.raises(ServerError) as info:

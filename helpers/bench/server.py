@@ -49,10 +49,23 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex((HOST, port)) == 0
 
 
-def serve_command(model_dir: str | Path, port: int, device: str = "cpu") -> list[str]:
-    """``transformers serve`` for ``model_dir`` on loopback (the CLI of the installed transformers)."""
+def serve_command(model_dir: str | Path, port: int, device: str = "cpu", dtype: str | None = None,
+                  quantization: str | None = None) -> list[str]:
+    """``transformers serve`` for ``model_dir`` on loopback (the CLI of the installed transformers), optionally at a
+    dtype (``float16`` on a T4, which has no bf16) and with bitsandbytes quantization (``bnb-4bit``: NF4 with double
+    quantization, as the kit's loader; ``bnb-8bit``)."""
     cli = Path(sys.executable).with_name("transformers")
-    return [str(cli) if cli.exists() else "transformers", "serve", str(model_dir), "--host", HOST, "--port", str(port), "--device", device]
+    command = [str(cli) if cli.exists() else "transformers", "serve", str(model_dir), "--host", HOST, "--port", str(port),
+               "--device", device]
+    if dtype:
+        command += ["--dtype", dtype]
+    if quantization:
+        command += ["--quantization", quantization]
+    return command
+
+
+# the plan's precision -> transformers serve's bitsandbytes option (it has no FP4: 4-bit is served as NF4)
+SERVE_QUANTIZATION = {"nf4": "bnb-4bit", "fp4": "bnb-4bit", "int8": "bnb-8bit"}
 
 
 def vllm_command(model_dir: str | Path, port: int, dtype: str, max_model_len: int, max_num_seqs: int,
@@ -82,8 +95,11 @@ class LocalServer:
     def for_plan(cls, plan, model_dir: str | Path, **options) -> "LocalServer":
         """The plan's local server for ``model_dir``: ``vllm serve`` sized by the plan where it chose vLLM,
         else ``transformers serve`` on the plan's device. ``options`` go to the constructor (port, timeouts)."""
-        if plan.server != "vllm":
-            return cls(model_dir, device=plan.device, **options)
+        if plan.server != "vllm":  # transformers serve at the plan's precision: the dtype it computes in, its quantization
+            port = options.pop("port", None) or free_port()
+            command = serve_command(model_dir, port, plan.device, dtype=plan.compute_dtype,
+                                    quantization=SERVE_QUANTIZATION.get(plan.precision))
+            return cls(model_dir, port=port, device=plan.device, command=command, **options)
         from ..hardware import USABLE_VRAM
 
         vram_gb = plan.memory_available_gb / USABLE_VRAM
