@@ -313,3 +313,17 @@ def test_claim_c11_hours_come_from_the_recorded_gpu_run_when_there_is_one():
     assert "recorded" in from_run["evidence"] and "spec sheet" in from_sheet["evidence"]
     slower = recorded.assign(tokens_per_s=recorded["tokens_per_s"] / 100)  # a GPU 100x slower turns hours into days
     assert from_run["verdict"].startswith("holds") and ft.claims.check_c11(result, spec, 1000, recorded=slower)["corpus_hours"] > 48
+
+
+@pytest.mark.parametrize("platform, ru_maxrss, gb", [("linux", 3_300_000, 3.3), ("darwin", 3_300_000_000, 3.3)])
+def test_cpu_peak_memory_is_in_gigabytes_on_linux_and_macos(monkeypatch, platform, ru_maxrss, gb):
+    """getrusage reports kilobytes on Linux and bytes on macOS: a Mac learner must not read 3,300 TB."""
+    import resource
+    import sys
+    from types import SimpleNamespace
+
+    from helpers.finetune.lora import peak_memory_gb
+
+    monkeypatch.setattr(sys, "platform", platform)
+    monkeypatch.setattr(resource, "getrusage", lambda who: SimpleNamespace(ru_maxrss=ru_maxrss))
+    assert peak_memory_gb("cpu") == pytest.approx(gb)
