@@ -125,6 +125,15 @@ def vllm_cli() -> str | None:
     return str(beside) if beside.exists() else shutil.which("vllm")
 
 
+def llamacpp_server() -> bool:
+    """True if llama-cpp-python and its OpenAI-compatible server's packages are installed (``pip install
+    'llama-cpp-python[server]'``; it compiles from source where no wheel exists)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("llama_cpp", "sse_starlette", "starlette_context",
+                                                                        "pydantic_settings", "uvicorn"))
+
+
 def _apple_gpu() -> str | None:
     """"Apple GPU (MPS)" on a Mac whose torch can use it: the plan says why the kit runs on the CPU there."""
     try:

@@ -17,12 +17,12 @@ from functools import lru_cache
 from .catalog import PRECISIONS, estimate_memory, get_model
 from .data import load_rows
 from .errors import InputError, KitError, NotEnoughMemoryError
-from .hardware import USABLE_RAM, USABLE_VRAM, Hardware, detect_hardware, half_dtype, vllm_cli
+from .hardware import USABLE_RAM, USABLE_VRAM, Hardware, detect_hardware, half_dtype, llamacpp_server, vllm_cli
 from .paths import QUICK_VAR, quick_mode
 
 TIERS = ("cpu", "colab", "local-gpu")
 # the local OpenAI-compatible servers a plan can choose for the labs that serve (tier_defaults.csv's server column)
-SERVERS = {"transformers": "transformers serve", "vllm": "vLLM"}
+SERVERS = {"transformers": "transformers serve", "vllm": "vLLM", "llamacpp": "llama.cpp server"}
 ENV_VAR = "OTS_PLAN"
 SLOW_OVERRIDE_MINUTES = 60  # a forced tier that plans longer than this on a CPU gets a note saying how to undo it
 # a GPU with less memory than this is planned like Colab's T4 (small-GPU tier)
@@ -75,7 +75,8 @@ class Plan:
             ("expected time", f"about {self.expected_minutes:.1f} min"),
         ]
         if self.server:
-            rows.append(("local server", SERVERS[self.server]))
+            gguf = ", on the GGUF file's own quantized weights" if self.server == "llamacpp" else ""
+            rows.append(("local server", SERVERS[self.server] + gguf))
         rows += [(f"note {i + 1}", note) for i, note in enumerate(self.notes)]
         return rows
 
@@ -224,18 +225,32 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
     if row.get("server", "-") != "-":  # a lab that serves the model: the tier's server, or the one OTS_PLAN names
         if "server" in wanted:
             notes.append(f"server set to {wanted['server']} by {ENV_VAR}")
-        server = server_for(wanted.get("server", row["server"]), precision, device, notes)
+        server = server_for(wanted.get("server", row["server"]), precision, device, notes, gguf=bool(spec.embedded_package))
     return Plan(model=spec.key, hub_id=spec.hub_id, precision=precision, expected_memory_gb=estimate.total_gb,
                 expected_minutes=minutes, notes=notes, compute_dtype=compute_dtype_for(precision, device, hw), server=server, **base)
 
 
-def server_for(wanted: str | None, precision: str, device: str, notes: list[str]) -> str | None:
+def server_for(wanted: str | None, precision: str, device: str, notes: list[str], gguf: bool = False) -> str | None:
     """The local server of a lab that serves: vLLM where the tier asks for it and it can run (a CUDA GPU, 16-bit
-    weights, the ``vllm`` command installed), else ``transformers serve``; each fallback is written into ``notes``.
-    None for a lab that serves nothing."""
+    weights, the ``vllm`` command installed); llama.cpp's server when asked for (``OTS_PLAN='server=llamacpp'``) and
+    the model ships as a GGUF file (the embedded one); else ``transformers serve``. Each fallback is written into
+    ``notes``, and so is the llama.cpp option on a CPU where it is installed. None for a lab that serves nothing."""
     if wanted in (None, "", "-"):
         return None
+    if wanted == "llamacpp":
+        if not gguf:
+            notes.append("llama.cpp's server needs the model as a GGUF file, which the kit has only for the embedded model: "
+                         "the local server is transformers serve")
+        elif not llamacpp_server():
+            notes.append("llama.cpp's server is not installed: the local server is transformers serve "
+                         "(pip install 'llama-cpp-python[server]'; it compiles from source, about 8 min on 2 cores)")
+        else:
+            return "llamacpp"
+        return "transformers"
     if wanted != "vllm":
+        if device == "cpu" and gguf and llamacpp_server():
+            notes.append(f"llama.cpp is installed: {ENV_VAR}='server=llamacpp' serves the embedded model's GGUF file with "
+                         "its server instead (4-bit weights read per token instead of 32-bit; `bash kit bench-decode` compares them)")
         return "transformers"
     if device != "cuda":
         notes.append("vLLM needs a CUDA GPU: the local server is transformers serve")

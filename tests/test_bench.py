@@ -450,3 +450,55 @@ def test_a_big_gpu_plan_serves_with_vllm_where_installed_and_falls_back_saying_w
     with pytest.raises(ServerError) as info:
         LocalServer.for_plan(p, "/models/qwen").start()
     assert "pip install vllm" in info.value.fix and "server=transformers" in info.value.fix
+
+
+def test_llamacpp_server_is_an_option_for_the_embedded_gguf_and_says_why_not_otherwise(monkeypatch, tmp_path):
+    import helpers.plan as planner
+    from helpers.bench.server import LocalServer
+    from helpers.hardware import describe_gpu
+    from helpers.models import embedded_gguf_path, ensure_embedded
+
+    monkeypatch.setattr(planner, "llamacpp_server", lambda: False)
+    missing = planner.plan("05", override="tier=cpu,server=llamacpp")
+    assert missing.server == "transformers" and any("pip install 'llama-cpp-python[server]'" in n for n in missing.notes)
+    monkeypatch.setattr(planner, "llamacpp_server", lambda: True)
+    assert any("server=llamacpp" in n for n in planner.plan("05", override="tier=cpu").notes)  # offered, not imposed
+    no_gguf = planner.plan("05", describe_gpu("A100-80GB"), override="server=llamacpp")
+    assert no_gguf.server == "transformers" and any("GGUF" in n for n in no_gguf.notes)
+
+    p = planner.plan("05", override="tier=cpu,server=llamacpp")
+    assert p.server == "llamacpp" and ("local server", "llama.cpp server, on the GGUF file's own quantized weights") in p.as_rows()
+    folder = ensure_embedded(progress=False)
+    server = LocalServer.for_plan(p, folder)
+    assert server.engine == "llamacpp" and server.command[1:3] == ["-m", "llama_cpp.server"]
+    options = dict(zip(server.command[3::2], server.command[4::2]))
+    assert options["--model"] == str(embedded_gguf_path()) and options["--model_alias"] == str(folder) == server.model
+    assert options["--host"] == "127.0.0.1" and options["--n_ctx"] == str(p.context)
+    merged = LocalServer.for_plan(p, tmp_path)  # Lab 03's merged model has no GGUF: transformers serve
+    assert merged.engine == "transformers" and "serve" in merged.command
+
+
+def test_real_llamacpp_server_answers_the_same_client_and_stops():
+    """Where llama-cpp-python[server] is installed (an optional extra: it compiles from source), the plan's llama.cpp
+    server answers the kit's OpenAI client with token counts, on loopback, and stops."""
+    from helpers.hardware import llamacpp_server
+
+    if not llamacpp_server():
+        pytest.skip("llama-cpp-python[server] is not installed (optional: pip install 'llama-cpp-python[server]')")
+    from helpers.bench.engines import OpenAIEngine
+    from helpers.bench.server import LocalServer
+    from helpers.models import ensure_embedded
+    from helpers.plan import plan
+
+    p = plan("05", override="tier=cpu,server=llamacpp")
+    with LocalServer.for_plan(p, ensure_embedded(progress=False), startup_timeout_s=60) as server:
+        assert server.engine == "llamacpp"
+        r = OpenAIEngine(server.base_url, server.model).run("What is the capital of France?", max_tokens=8)
+        # its stream carries no usage (stream_options is ignored): output tokens are counted by chunks, one per token
+        assert r.ok and 1 <= r.output_tokens <= 8 and r.output_tokens == len(r.chunk_times) and r.ttft > 0
+        import openai  # Lab 05's router does not stream: usage is there
+
+        reply = openai.OpenAI(base_url=server.base_url, api_key="not-needed-on-loopback", max_retries=0).chat.completions.create(
+            model=server.model, max_tokens=4, messages=[{"role": "user", "content": "Where is my parcel?"}])
+        assert reply.usage.prompt_tokens > 0 and 1 <= reply.usage.completion_tokens <= 4
+    assert not server.alive()

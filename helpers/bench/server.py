@@ -3,6 +3,7 @@
 The default is ``transformers serve`` on a model folder (the embedded model's safetensors cache on
 the CPU tier): the same weights Labs 00-03 load, behind the same wire format as the paid API. The
 plan picks the server once (``Plan.server``): ``vllm serve`` on a big GPU where vLLM is installed,
+llama.cpp's server for the embedded model's GGUF file when asked for (``OTS_PLAN='server=llamacpp'``),
 ``transformers serve`` everywhere else; ``LocalServer.for_plan`` builds the command from the plan.
 
     with LocalServer.for_plan(plan, model_dir) as server:   # picks a free port on 127.0.0.1
@@ -64,6 +65,13 @@ def serve_command(model_dir: str | Path, port: int, device: str = "cpu", dtype: 
     return command
 
 
+def llamacpp_command(gguf: str | Path, port: int, model_name: str, context: int, threads: int) -> list[str]:
+    """llama-cpp-python's OpenAI-compatible server for a GGUF file on loopback, answering to ``model_name`` (the
+    name the other servers use for the same model, so client code does not change)."""
+    return [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", model_name, "--host", HOST,
+            "--port", str(port), "--n_ctx", str(context), "--n_threads", str(threads)]
+
+
 # the plan's precision -> transformers serve's bitsandbytes option (it has no FP4: 4-bit is served as NF4)
 SERVE_QUANTIZATION = {"nf4": "bnb-4bit", "fp4": "bnb-4bit", "int8": "bnb-8bit"}
 
@@ -85,7 +93,19 @@ def vllm_command(model_dir: str | Path, port: int, dtype: str, max_model_len: in
 # vLLM's own default (0.9), so the lab's in-process model and a second server (Lab 04) can share the card
 VLLM_HEADROOM, VLLM_MIN_SHARE, VLLM_MAX_SHARE = 1.3, 0.2, 0.9
 INSTALL_FIX = {"transformers": "pip install 'transformers[serving]' (bash kit setup does)",
+               "llamacpp": "pip install 'llama-cpp-python[server]', or OTS_PLAN='server=transformers'",
                "vllm": "pip install vllm on this CUDA machine, or OTS_PLAN='server=transformers' for transformers serve"}
+
+
+def _embedded_gguf(model_dir: str | Path) -> Path | None:
+    """The embedded model's GGUF file when ``model_dir`` is its converted folder; None for any other folder (Lab 03's
+    merged model has no GGUF: it is served by transformers serve even where the plan chose llama.cpp)."""
+    from ..models import embedded_gguf_path, ensure_embedded
+
+    gguf = embedded_gguf_path()
+    if gguf is None or Path(model_dir).resolve() != ensure_embedded(progress=False).resolve():
+        return None
+    return gguf
 
 
 class LocalServer:
@@ -93,8 +113,15 @@ class LocalServer:
 
     @classmethod
     def for_plan(cls, plan, model_dir: str | Path, **options) -> "LocalServer":
-        """The plan's local server for ``model_dir``: ``vllm serve`` sized by the plan where it chose vLLM,
-        else ``transformers serve`` on the plan's device. ``options`` go to the constructor (port, timeouts)."""
+        """The plan's local server for ``model_dir``: ``vllm serve`` sized by the plan where it chose vLLM, llama.cpp's
+        server on the embedded GGUF where it chose that (and ``model_dir`` is the embedded model), else ``transformers
+        serve`` at the plan's device and precision. ``options`` go to the constructor (port, timeouts)."""
+        gguf = _embedded_gguf(model_dir) if plan.server == "llamacpp" else None
+        if gguf is not None:  # llama.cpp serves the embedded model's own GGUF file (its 4-bit weights, as shipped)
+            port = options.pop("port", None) or free_port()
+            threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+            command = llamacpp_command(gguf, port, str(model_dir), plan.context, threads)
+            return cls(model_dir, port=port, device="cpu", command=command, engine="llamacpp", **options)
         if plan.server != "vllm":  # transformers serve at the plan's precision: the dtype it computes in, its quantization
             port = options.pop("port", None) or free_port()
             command = serve_command(model_dir, port, plan.device, dtype=plan.compute_dtype,
