@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     key = args.model or p.model
     folder = ensure_embedded(progress=True) if key == "smollm2-135m" else resolve_model(key).location
     server = LocalServer.for_plan(p, folder, port=args.port, max_lifetime_s=args.minutes * 60).start()
-    print(f"serving {key} with {server.engine} at {server.base_url} (model name: {server.model}); stops after {args.minutes:g} min or on Ctrl-C")
+    print(f"serving {key} with {server.label} at {server.base_url} (model name: {server.model}); stops after {args.minutes:g} min or on Ctrl-C")
     try:
         while server.alive():
             time.sleep(1.0)
