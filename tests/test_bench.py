@@ -434,6 +434,14 @@ def test_a_big_gpu_plan_serves_with_vllm_where_installed_and_falls_back_saying_w
     assert (options["--dtype"], options["--max-model-len"], options["--max-num-seqs"]) == ("bfloat16", str(p.context), str(p.batch))
     assert 0.2 <= float(options["--gpu-memory-utilization"]) <= 0.9 and options["--served-model-name"] == "/models/qwen"
 
+    import helpers.bench.server as serving
+
+    monkeypatch.setattr(serving, "_gpu_free_fraction", lambda: 0.15)  # the notebook's model and another server hold the rest
+    with pytest.raises(ServerError) as info:
+        LocalServer.for_plan(p, "/models/qwen")
+    assert "only 15% " in str(info.value) and "server=transformers" in info.value.fix
+    monkeypatch.setattr(serving, "_gpu_free_fraction", lambda: None)
+
     quantized = plan("05", a100, override="precision=nf4")
     assert quantized.server == "transformers" and any("at nf4 the local server is transformers serve" in n for n in quantized.notes)
     forced = plan("05", a100, override="server=transformers")

@@ -97,6 +97,19 @@ INSTALL_FIX = {"transformers": "pip install 'transformers[serving]' (bash kit se
                "vllm": "pip install vllm on this CUDA machine, or OTS_PLAN='server=transformers' for transformers serve"}
 
 
+def _gpu_free_fraction() -> float | None:
+    """The share of the first GPU's memory free right now (None without CUDA)."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        free, total = torch.cuda.mem_get_info(0)
+        return free / total
+    except Exception:  # noqa: BLE001 - a driver that cannot say is not a reason to refuse: vLLM will say itself
+        return None
+
+
 def _embedded_gguf(model_dir: str | Path) -> Path | None:
     """The embedded model's GGUF file when ``model_dir`` is its converted folder; None for any other folder (Lab 03's
     merged model has no GGUF: it is served by transformers serve even where the plan chose llama.cpp)."""
@@ -131,6 +144,12 @@ class LocalServer:
 
         vram_gb = plan.memory_available_gb / USABLE_VRAM
         share = min(VLLM_MAX_SHARE, max(VLLM_MIN_SHARE, VLLM_HEADROOM * plan.expected_memory_gb / vram_gb))
+        free = _gpu_free_fraction()  # vLLM takes its share of the whole card and refuses to start if that much is not free
+        if free is not None and share > free - 0.02:
+            raise ServerError(f"vLLM would take {share:.0%} of the GPU ({share * vram_gb:.1f} GB) but only {free:.0%} "
+                              f"({free * vram_gb:.1f} GB) is free: the notebook's own model or another server holds the rest",
+                              fix="stop the other server (server.stop()) or free the in-process model (del model; "
+                                  "torch.cuda.empty_cache()), or serve with OTS_PLAN='server=transformers'")
         port = options.pop("port", None) or free_port()
         command = vllm_command(model_dir, port, plan.compute_dtype, plan.context, plan.batch, share)
         # vLLM profiles memory and captures CUDA graphs before it answers: minutes on a 7B, not seconds
