@@ -27,6 +27,8 @@ ENV_VAR = "OTS_PLAN"
 SLOW_OVERRIDE_MINUTES = 60  # a forced tier that plans longer than this on a CPU gets a note saying how to undo it
 # a GPU with less memory than this is planned like Colab's T4 (small-GPU tier)
 SMALL_GPU_GB = 20.0
+# when a plan does not fit, batches are halved down to this before the precision is lowered (then on down to 1)
+BATCH_FLOOR = 4
 # smaller precisions tried, in order, when the planned one does not fit
 FALLBACK_PRECISION = {"fp32": "bf16", "bf16": "int8", "fp16": "int8", "int8": "nf4"}
 
@@ -34,7 +36,7 @@ FALLBACK_PRECISION = {"fp32": "bf16", "bf16": "int8", "fp16": "int8", "int8": "n
 @lru_cache(maxsize=1)
 def tier_defaults() -> dict[tuple[str, str], dict]:
     rows = load_rows(
-        "tier_defaults.csv", numeric=["batch", "context", "decode_tokens", "train_tokens", "fixed_s"],
+        "tier_defaults.csv", numeric=["batch", "context", "decode_tokens", "train_tokens", "fixed_s", "copies"],
         required=["lab", "tier", "model", "precision"], sourced=False,
     )
     return {(row["lab"], row["tier"]): row for row in rows}
@@ -65,13 +67,16 @@ class Plan:
     quick: bool = False
     compute_dtype: str = "float32"
     server: str | None = None  # labs that serve the model (04, 05): "transformers" (transformers serve) or "vllm"
+    copies: int = 1  # copies of the model's weights the lab holds at its peak (in process, behind a server, ...)
+    model_memory_gb: float = 0.0  # one copy: weights + KV cache + overhead (what one server needs)
 
     def as_rows(self) -> list[tuple[str, str]]:
         rows = [
             ("lab", self.lab), ("tier", self.tier), ("hardware", self.hardware), ("device", self.device),
             ("model", f"{self.model} ({self.hub_id})" if self.model else "none needed"),
             ("precision", self.precision or "-"), ("compute dtype", self.compute_dtype), ("batch", str(self.batch)), ("context", str(self.context)),
-            ("expected memory", f"{self.expected_memory_gb:.2f} GB of {self.memory_available_gb:.1f} GB usable"),
+            ("expected memory", f"{self.expected_memory_gb:.2f} GB of {self.memory_available_gb:.1f} GB usable"
+                                + (f" ({self.copies} copies of the weights at the peak)" if self.copies > 1 else "")),
             ("expected time", f"about {self.expected_minutes:.1f} min"),
         ]
         if self.server:
@@ -204,18 +209,36 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
         precision = "fp32"
     if spec.gated:
         notes.append(f"{spec.hub_id} is gated: accept its licence on the Hub and set HF_TOKEN before loading")
+    copies = max(1, int(row.get("copies") or 1))
+
+    def needed(estimate) -> float:  # the KV cache and overhead once, the weights once per copy the lab holds
+        return estimate.total_gb + (copies - 1) * estimate.weights_gb
+
     estimate = estimate_memory(spec, precision, base["context"], base["batch"], device=device)
-    while estimate.total_gb > available:
-        smaller = FALLBACK_PRECISION.get(precision)
+    while needed(estimate) > available:
+        # smaller batches first, down to BATCH_FLOOR (a sweep or a server with fewer requests in flight still teaches
+        # the lesson), then smaller precisions, then batches down to 1; each step is a note
+        batch, smaller = base["batch"], FALLBACK_PRECISION.get(precision)
         if smaller == "bf16" and device == "cuda" and not hw.bf16:
             smaller = "fp16"
-        if smaller is None:
+        if batch > BATCH_FLOOR or (smaller is None and batch > 1):
+            step, what = {"batch": max(1, min(batch // 2, batch - 1) if batch <= BATCH_FLOOR else max(BATCH_FLOOR, batch // 2))}, "batch"
+        elif smaller is not None:
+            step, what = {}, "precision"
+        else:
             raise NotEnoughMemoryError(
-                f"{spec.key} needs about {estimate.total_gb:.1f} GB even at {precision}, but {available:.1f} GB is usable here",
-                fix=f"pick a smaller model with {ENV_VAR}='model=qwen2.5-1.5b' (or smaller), or lower batch/context",
+                f"{spec.key} needs about {needed(estimate):.1f} GB even at {precision} and batch {batch}"
+                + (f" ({copies} copies of its weights at this lab's peak)" if copies > 1 else "")
+                + f", but {available:.1f} GB is usable here",
+                fix=f"pick a smaller model with {ENV_VAR}='model=qwen2.5-1.5b' (or smaller), or lower the context",
             )
-        notes.append(f"{spec.key} at {precision} needs about {estimate.total_gb:.1f} GB > {available:.1f} GB usable: trying {smaller}")
-        precision = smaller
+        trying = f"batch {step['batch']}" if what == "batch" else smaller
+        notes.append(f"{spec.key} at {precision}, batch {batch} needs about {needed(estimate):.1f} GB > {available:.1f} GB usable: "
+                     f"trying {trying}")
+        if what == "batch":
+            base["batch"] = step["batch"]
+        else:
+            precision = smaller
         estimate = estimate_memory(spec, precision, base["context"], base["batch"], device=device)
     minutes = _expected_minutes(row, hw, estimate.weights_gb, spec.parameter_count(), notes)
     if "tier" in wanted and device == "cpu" and tier != "cpu" and minutes > SLOW_OVERRIDE_MINUTES:
@@ -226,8 +249,9 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
         if "server" in wanted:
             notes.append(f"server set to {wanted['server']} by {ENV_VAR}")
         server = server_for(wanted.get("server", row["server"]), precision, device, notes, gguf=bool(spec.embedded_package))
-    return Plan(model=spec.key, hub_id=spec.hub_id, precision=precision, expected_memory_gb=estimate.total_gb,
-                expected_minutes=minutes, notes=notes, compute_dtype=compute_dtype_for(precision, device, hw), server=server, **base)
+    return Plan(model=spec.key, hub_id=spec.hub_id, precision=precision, expected_memory_gb=needed(estimate),
+                expected_minutes=minutes, notes=notes, compute_dtype=compute_dtype_for(precision, device, hw), server=server,
+                copies=copies, model_memory_gb=estimate.total_gb, **base)
 
 
 def server_for(wanted: str | None, precision: str, device: str, notes: list[str], gguf: bool = False) -> str | None:

@@ -79,6 +79,24 @@ def test_memory_fallback_steps_down_precision_with_notes():
     assert sum("trying" in note for note in p.notes) == 2
 
 
+@pytest.mark.parametrize("gpu", ["RTX-4090", "L4", "A10G", "A100-40GB"])
+def test_every_lab_fits_a_24_to_40_gb_gpu_by_smaller_batches_first_then_precision(gpu):
+    """Labs 04-05 at the local-gpu tier's batch once asked more than a 24 GB card has (the plan raised): batches are
+    halved to 4 before the precision drops, each step a note, and Lab 04 counts its three copies of the weights."""
+    from helpers.catalog import estimate_memory
+
+    for lab in ["00", "02", "03", "04", "05"]:
+        p = plan(lab, describe_gpu(gpu), override="")
+        assert p.expected_memory_gb <= p.memory_available_gb, (lab, p.expected_memory_gb)
+    lab05 = plan("05", describe_gpu(gpu), override="")
+    steps = [note for note in lab05.notes if "trying" in note]
+    assert all("trying batch" in note for note in steps) and lab05.precision == "bf16" and lab05.batch >= 4
+    lab04 = plan("04", describe_gpu(gpu), override="")
+    one = estimate_memory(lab04.model, lab04.precision, lab04.context, lab04.batch)
+    assert lab04.copies == 3 and lab04.expected_memory_gb == pytest.approx(one.total_gb + 2 * one.weights_gb)
+    assert ("3 copies of the weights" in dict(lab04.as_rows())["expected memory"])
+
+
 def test_model_that_never_fits_is_a_clear_error():
     with pytest.raises(NotEnoughMemoryError, match="pick a smaller model"):
         plan("02", describe_gpu("T4"), override="model=llama3-70b")

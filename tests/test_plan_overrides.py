@@ -4,15 +4,19 @@ Each test sets the override the way a learner does (the environment variable) an
 helper what it will run: the plan decides once, the labs follow."""
 import pytest
 
-from helpers.hardware import cpu_hardware
+from helpers.hardware import Hardware
 from helpers.plan import plan
+
+# a CPU with room for every tier's sizes: what reaches the labs must not depend on the test machine's memory
+# (a GPU tier forced onto a smaller machine steps its batch down, as the plan's memory fallback should)
+ROOMY_CPU = Hardware(kind="cpu", name="test CPU", cpu_cores=2, ram_gb=64.0)
 
 
 @pytest.fixture
 def cpu(monkeypatch):
     def make(lab, override):
         monkeypatch.setenv("OTS_PLAN", override)
-        return plan(lab, cpu_hardware())
+        return plan(lab, ROOMY_CPU)
     return make
 
 

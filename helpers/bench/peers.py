@@ -258,7 +258,10 @@ def compare_quality(kit_table, kit_verdicts: dict, lm: dict):
 
 def quality_cross_check_for(plan, model, tokenizer, server, rows: int, workdir: str | Path, progress: bool = True):
     """Lab 03's fine-tuned model when that lab kept it (served on its own loopback port for the length of the
-    check), else the base model few-shot on ``server``. Returns (table, which model was checked)."""
+    check), else the base model few-shot on ``server``. Returns (table, which model was checked).
+
+    Checking the tuned model stops ``server`` first (the lab needs it no more, and a third and fourth copy of the
+    weights would not fit where the plan sized the lab for three: ``copies`` in ``datasets/tier_defaults.csv``)."""
     import pandas as pd
 
     from .. import results
@@ -272,6 +275,9 @@ def quality_cross_check_for(plan, model, tokenizer, server, rows: int, workdir: 
     if folder is None:
         table = quality_cross_check(model, tokenizer, server.base_url, server.model, rows, workdir, tuned=False, progress=progress)
         return table, "the base model, few-shot (Lab 03 kept no fine-tuned model here: run Lab 03 to check yours)"
+    if server.alive():
+        server.stop()
+        print("stopped the base model's server: the tuned model gets its own, and the memory")
     tuned, tuned_tokenizer = load_model(str(folder), plan=plan)
     with LocalServer.for_plan(plan, folder) as tuned_server:
         table = quality_cross_check(tuned, tuned_tokenizer, tuned_server.base_url, tuned_server.model, rows, workdir,

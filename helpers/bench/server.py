@@ -88,7 +88,7 @@ def vllm_command(model_dir: str | Path, port: int, dtype: str, max_model_len: in
             "--max-num-seqs", str(max_num_seqs), "--gpu-memory-utilization", f"{gpu_memory_utilization:.2f}"]
 
 
-# vLLM takes a fixed share of the GPU up front: the plan's estimate (weights + KV cache at its batch and context)
+# vLLM takes a fixed share of the GPU up front: the plan's estimate for one copy (weights + KV cache at its batch and context)
 # with room for CUDA graphs and activations, never below a floor that leaves its KV cache some blocks, nor above
 # vLLM's own default (0.9), so the lab's in-process model and a second server (Lab 04) can share the card
 VLLM_HEADROOM, VLLM_MIN_SHARE, VLLM_MAX_SHARE = 1.3, 0.2, 0.9
@@ -143,7 +143,8 @@ class LocalServer:
         from ..hardware import USABLE_VRAM
 
         vram_gb = plan.memory_available_gb / USABLE_VRAM
-        share = min(VLLM_MAX_SHARE, max(VLLM_MIN_SHARE, VLLM_HEADROOM * plan.expected_memory_gb / vram_gb))
+        one_copy = plan.model_memory_gb or plan.expected_memory_gb  # the served copy: weights, KV cache, overhead
+        share = min(VLLM_MAX_SHARE, max(VLLM_MIN_SHARE, VLLM_HEADROOM * one_copy / vram_gb))
         free = _gpu_free_fraction()  # vLLM takes its share of the whole card and refuses to start if that much is not free
         if free is not None and share > free - 0.02:
             raise ServerError(f"vLLM would take {share:.0%} of the GPU ({share * vram_gb:.1f} GB) but only {free:.0%} "
