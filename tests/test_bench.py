@@ -125,6 +125,20 @@ def test_the_load_sweep_is_read_from_its_own_numbers():
     assert "at least two" in read_load(table([1.0, 1.0, 1.0], [1, 1, 1]).iloc[:1], "server")
 
 
+def test_servers_side_by_side_take_turns_and_give_ratios_to_the_baseline():
+    from helpers.bench.sweep import side_by_side
+
+    fast, slow = FakeEngine("fast", ttft=0.01, tokens=4), FakeEngine("slow", ttft=0.08, tokens=4)
+    table = side_by_side({"fast": fast, "slow": slow}, ["a", "b"], [1, 2], requests_per_level=4, max_tokens=4, rounds=2,
+                         progress=False)
+    assert list(table.index) == [("fast", 1), ("fast", 2), ("slow", 1), ("slow", 2)] and fast.calls == slow.calls == 16
+    assert (table.loc["fast", "tokens/s vs fast"] == 1).all() and (table.loc["fast", "ttft vs fast"] == 1).all()
+    assert (table.loc["slow", "ttft vs fast"] > 3).all() and (table.loc["slow", "tokens/s vs fast"] < 1).all()
+    assert (table["errors"] == 0).all()
+    with pytest.raises(InputError):
+        side_by_side({}, ["a"], [1], 1, 1)
+
+
 def test_concurrency_really_overlaps_requests():
     from helpers.bench.sweep import run_level
 
@@ -509,4 +523,8 @@ def test_real_llamacpp_server_answers_the_same_client_and_stops():
         reply = openai.OpenAI(base_url=server.base_url, api_key="not-needed-on-loopback", max_retries=0).chat.completions.create(
             model=server.model, max_tokens=4, messages=[{"role": "user", "content": "Where is my parcel?"}])
         assert reply.usage.prompt_tokens > 0 and 1 <= reply.usage.completion_tokens <= 4
+        from helpers.bench.sweep import run_level  # two at once: queued, not cut short (its default interrupts)
+
+        records = run_level(OpenAIEngine(server.base_url, server.model), ["Write a note about a late parcel."], 2, 4, 12)
+        assert [r.output_tokens for r in records] == [12] * 4
     assert not server.alive()

@@ -69,7 +69,9 @@ def llamacpp_command(gguf: str | Path, port: int, model_name: str, context: int,
     """llama-cpp-python's OpenAI-compatible server for a GGUF file on loopback, answering to ``model_name`` (the
     name the other servers use for the same model, so client code does not change)."""
     return [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", model_name, "--host", HOST,
-            "--port", str(port), "--n_ctx", str(context), "--n_threads", str(threads)]
+            "--port", str(port), "--n_ctx", str(context), "--n_threads", str(threads),
+            # its default interrupts the running request when another arrives: queue them instead, as a server should
+            "--interrupt_requests", "False"]
 
 
 # the plan's precision -> transformers serve's bitsandbytes option (it has no FP4: 4-bit is served as NF4)

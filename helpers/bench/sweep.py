@@ -82,6 +82,36 @@ def read_load(load, engine: str) -> str:
                    "requests to the running batch at every step, which keeps TTFT low under load.")
 
 
+def side_by_side(engines: dict, prompts: list[str], concurrencies: list[int], requests_per_level: int, max_tokens: int,
+                 rounds: int = 3, baseline: str | None = None, progress: bool = True):
+    """Several servers (name -> engine) on the same prompts and load levels, taking turns: each round sweeps every
+    engine once, so a machine that speeds up or slows down moves them alike. Per engine and concurrency: the median
+    over rounds of TTFT p50, TPOT p50 and output tokens/s, and the median of same-round ratios to ``baseline``
+    (default: the first engine) for throughput and TTFT."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    if not engines:
+        raise InputError("no server to compare", fix="start at least one (see `bash kit bench-serve --help`)")
+    baseline = baseline or next(iter(engines))
+    rows = []
+    for round_ in tqdm(range(rounds), desc="rounds", disable=not progress):
+        for name, engine in engines.items():
+            table, _ = sweep([engine], prompts, concurrencies, requests_per_level, max_tokens, progress=False)
+            for concurrency, row in table.xs(engine.name, level="engine").iterrows():
+                rows.append({"round": round_, "server": name, "concurrency": concurrency, "errors": row.get("errors", 0),
+                             **{k: row.get(k, float("nan")) for k in ("ttft s p50", "tpot s p50", "output tokens/s")}})
+    runs = pd.DataFrame(rows)
+    base = runs[runs["server"] == baseline].set_index(["round", "concurrency"])
+    runs["tokens/s vs " + baseline] = [r["output tokens/s"] / base.loc[(r["round"], r["concurrency"]), "output tokens/s"]
+                                        for _, r in runs.iterrows()]
+    runs["ttft vs " + baseline] = [r["ttft s p50"] / base.loc[(r["round"], r["concurrency"]), "ttft s p50"]
+                                    for _, r in runs.iterrows()]
+    summary = runs.drop(columns="round").groupby(["server", "concurrency"], sort=False).median()
+    summary["errors"] = runs.groupby(["server", "concurrency"], sort=False)["errors"].sum()
+    return summary
+
+
 def batch_sweep(engine, prompts: list[str], batches: list[int], max_tokens: int = 32, memory=None, progress: bool = True):
     """In-process throughput vs batch size (one ``generate`` per batch): output tokens/s and peak memory.
 
