@@ -66,7 +66,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     quick: bool = False
     compute_dtype: str = "float32"
-    server: str | None = None  # labs that serve the model (04, 05): "transformers" (transformers serve) or "vllm"
+    server: str | None = None  # labs that serve the model (04, 05): a key of SERVERS (transformers, vllm, llamacpp)
     copies: int = 1  # copies of the model's weights the lab holds at its peak (in process, behind a server, ...)
     model_memory_gb: float = 0.0  # one copy: weights + KV cache + overhead (what one server needs)
 
@@ -222,9 +222,9 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
         if smaller == "bf16" and device == "cuda" and not hw.bf16:
             smaller = "fp16"
         if batch > BATCH_FLOOR or (smaller is None and batch > 1):
-            step, what = {"batch": max(1, min(batch // 2, batch - 1) if batch <= BATCH_FLOOR else max(BATCH_FLOOR, batch // 2))}, "batch"
+            new_batch = max(BATCH_FLOOR, batch // 2) if batch > BATCH_FLOOR else max(1, batch // 2)
         elif smaller is not None:
-            step, what = {}, "precision"
+            new_batch = None
         else:
             raise NotEnoughMemoryError(
                 f"{spec.key} needs about {needed(estimate):.1f} GB even at {precision} and batch {batch}"
@@ -232,11 +232,10 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
                 + f", but {available:.1f} GB is usable here",
                 fix=f"pick a smaller model with {ENV_VAR}='model=qwen2.5-1.5b' (or smaller), or lower the context",
             )
-        trying = f"batch {step['batch']}" if what == "batch" else smaller
         notes.append(f"{spec.key} at {precision}, batch {batch} needs about {needed(estimate):.1f} GB > {available:.1f} GB usable: "
-                     f"trying {trying}")
-        if what == "batch":
-            base["batch"] = step["batch"]
+                     f"trying {f'batch {new_batch}' if new_batch else smaller}")
+        if new_batch:
+            base["batch"] = new_batch
         else:
             precision = smaller
         estimate = estimate_memory(spec, precision, base["context"], base["batch"], device=device)
