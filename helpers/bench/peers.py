@@ -277,7 +277,7 @@ def quality_cross_check_for(plan, model, tokenizer, server, rows: int, workdir: 
         return table, "the base model, few-shot (Lab 03 kept no fine-tuned model here: run Lab 03 to check yours)"
     if server.alive():
         server.stop()
-        print("stopped the base model's server: the tuned model gets its own, and the memory")
+        print("stopped the base model's server to free its memory: the tuned model is served on a port of its own")
     tuned, tuned_tokenizer = load_model(str(folder), plan=plan)
     with LocalServer.for_plan(plan, folder) as tuned_server:
         table = quality_cross_check(tuned, tuned_tokenizer, tuned_server.base_url, tuned_server.model, rows, workdir,

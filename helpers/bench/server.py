@@ -131,14 +131,13 @@ class LocalServer:
         """The plan's local server for ``model_dir``: ``vllm serve`` sized by the plan where it chose vLLM, llama.cpp's
         server on the embedded GGUF where it chose that (and ``model_dir`` is the embedded model), else ``transformers
         serve`` at the plan's device and precision. ``options`` go to the constructor (port, timeouts)."""
+        port = options.pop("port", None) or free_port()
         gguf = _embedded_gguf(model_dir) if plan.server == "llamacpp" else None
         if gguf is not None:  # llama.cpp serves the embedded model's own GGUF file (its 4-bit weights, as shipped)
-            port = options.pop("port", None) or free_port()
             threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
             command = llamacpp_command(gguf, port, str(model_dir), plan.context, threads)
             return cls(model_dir, port=port, device="cpu", command=command, engine="llamacpp", **options)
         if plan.server != "vllm":  # transformers serve at the plan's precision: the dtype it computes in, its quantization
-            port = options.pop("port", None) or free_port()
             command = serve_command(model_dir, port, plan.device, dtype=plan.compute_dtype,
                                     quantization=SERVE_QUANTIZATION.get(plan.precision))
             return cls(model_dir, port=port, device=plan.device, command=command, **options)
@@ -153,7 +152,6 @@ class LocalServer:
                               f"({free * vram_gb:.1f} GB) is free: the notebook's own model or another server holds the rest",
                               fix="stop the other server (server.stop()) or free the in-process model (del model; "
                                   "torch.cuda.empty_cache()), or serve with OTS_PLAN='server=transformers'")
-        port = options.pop("port", None) or free_port()
         command = vllm_command(model_dir, port, plan.compute_dtype, plan.context, plan.batch, share)
         # vLLM profiles memory and captures CUDA graphs before it answers: minutes on a 7B, not seconds
         options.setdefault("startup_timeout_s", 900.0)
