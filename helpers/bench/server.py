@@ -12,7 +12,7 @@ llama.cpp's server for the embedded model's GGUF file when asked for (``OTS_PLAN
 Guarantees: it listens on 127.0.0.1 only; start waits for a health check with a time limit and
 reports the server's last log lines if it dies; a port already taken is a clear error naming the
 fix; the process (and its children) is stopped on ``stop()``, on leaving the ``with`` block, at
-interpreter exit, and by itself after ``max_lifetime_s``.
+interpreter exit, and by itself ``max_lifetime_s`` after it first answers.
 """
 from __future__ import annotations
 
@@ -200,9 +200,6 @@ class LocalServer:
         env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=self._hub_cache, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         atexit.register(self.stop)
-        self._deadline = threading.Timer(self.max_lifetime_s, self.stop)
-        self._deadline.daemon = True
-        self._deadline.start()
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -211,6 +208,11 @@ class LocalServer:
                 raise ServerError(f"the server exited during start-up (exit code {code}); its last lines:\n{self.log_tail()}",
                                   fix="read the lines above: a wrong model folder, a missing package or a taken port are the usual causes")
             if self.healthy():
+                # the lifetime counts from the first answer: a slow start (a cold disk, a CUDA build of torch
+                # importing for 5 s) does not eat the serving time, and start-up has its own limit above
+                self._deadline = threading.Timer(self.max_lifetime_s, self.stop)
+                self._deadline.daemon = True
+                self._deadline.start()
                 return self
             time.sleep(0.3)
         self.stop()

@@ -12,7 +12,10 @@ import re
 import shutil
 import sys
 import tempfile
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser from PyPI (a dependency there)
+    import tomli as tomllib
 from pathlib import Path
 
 from ..paths import REPO_ROOT
