@@ -31,6 +31,8 @@ MODEL_NUMERIC = [
 #   nf4/fp4 without: 4 bits + fp32 absmax per 64 weights
 #   GGUF Q4_1: blocks of 32 4-bit weights with an fp16 scale and an fp16 minimum = 5 bits
 #   GGUF Q8_0: blocks of 32 int8 weights with an fp16 scale = 8.5 bits
+#   GGUF Q4_0: blocks of 32 4-bit weights with an fp16 scale = 4.5 bits (the kit's Q4_0 export keeps the
+#   token embedding, a tied model's output layer too, at Q8_0: GGUF_OTHER_BYTES)
 LINEAR_BYTES = {
     "fp32": 4.0,
     "bf16": 2.0,
@@ -41,7 +43,10 @@ LINEAR_BYTES = {
     "nf4-nodq": 0.5 + 32 / 64 / 8,
     "gguf-q4_1": 5 / 8,
     "gguf-q8_0": 8.5 / 8,
+    "gguf-q4_0": 4.5 / 8,
 }
+# bytes per parameter outside the blocks' linear layers (embeddings, output) in a GGUF file, where not the same
+GGUF_OTHER_BYTES = {"gguf-q4_0": 8.5 / 8}
 PRECISIONS = list(LINEAR_BYTES)
 # the dtype everything that is not a quantized linear layer is kept in
 CUDA_CONTEXT_GB = 0.5  # CUDA context + cuBLAS workspace, typical of recent drivers (measured in Lab 02)
@@ -178,7 +183,7 @@ def estimate_weights_bytes(spec: ModelSpec, precision: str) -> float:
     other_params = spec.parameter_count() - spec.linear_params
     if precision.startswith("gguf"):
         # GGUF files quantize the embeddings too (output and token-embedding tensors)
-        return spec.parameter_count() * LINEAR_BYTES[precision]
+        return spec.linear_params * LINEAR_BYTES[precision] + other_params * GGUF_OTHER_BYTES.get(precision, LINEAR_BYTES[precision])
     return spec.linear_params * LINEAR_BYTES[precision] + other_params * compute_bytes(precision)
 
 

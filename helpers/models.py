@@ -364,6 +364,21 @@ def load_gguf(ref: str | None = None, device: str = "cpu", quiet: bool = True):
     return model, tokenizer
 
 
+def load_gguf_file(path: str | Path, device: str = "cpu"):
+    """Load any GGUF file (one this kit exported, say) through transformers, dequantized to fp32. The model only:
+    its tokenizer is the folder's it was exported from."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no GGUF file at {path}", fix="export one first (helpers.finetune.gguf_export.export_gguf)")
+    hf_logging.disable_progress_bar()
+    with _memoised_gguf_parsing():
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype="float32", device_map=device)
+    return model.eval()
+
+
 def chat_inputs(tokenizer, messages: list[dict] | str, system: str | None = None):
     """Apply the chat template; ``messages`` may be a plain user string."""
     if isinstance(messages, str):

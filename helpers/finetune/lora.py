@@ -374,13 +374,39 @@ def answer_only_trainer(base):
     return AnswerOnlyTrainer
 
 
+def _run_fingerprint(rows: list[dict], steps: int, batch_size: int, learning_rate: float, seed: int, choices, model) -> str:
+    """What a checkpoint must match to be resumed: the same rows, sizes, seed, choices and base model."""
+    import hashlib
+
+    text = json.dumps([[r["message"], r["target"]] for r in rows], sort_keys=True) + repr(
+        (steps, batch_size, learning_rate, seed, sorted(choices.__dict__.items()), getattr(model.config, "_name_or_path", ""),
+         getattr(model.config, "num_hidden_layers", 0), str(getattr(model, "peft_config", ""))))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def last_checkpoint(folder: str | Path, fingerprint: str | None = None) -> Path | None:
+    """The newest ``checkpoint-N`` in ``folder`` written by a run with this fingerprint, or None."""
+    folder = Path(folder)
+    if not folder.is_dir() or (fingerprint and (folder / "RUN").exists() and (folder / "RUN").read_text() != fingerprint):
+        return None
+    found = [c for c in folder.glob("checkpoint-*") if c.name.split("-")[-1].isdigit() and (c / "trainer_state.json").exists()]
+    return max(found, key=lambda c: int(c.name.split("-")[-1]), default=None)
+
+
 def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int = 8, learning_rate: float = 2e-3, seed: int = 0,
-          output_dir: str | None = None, progress: bool = True, choices: TrainingChoices | None = None, plan=None) -> TrainResult:
+          output_dir: str | None = None, progress: bool = True, choices: TrainingChoices | None = None, plan=None,
+          checkpoint_dir: str | Path | None = None, save_every: int | None = None, stop_after: int | None = None) -> TrainResult:
     """Train the LoRA adapters with transformers' Trainer (loss on answers only). Shows a progress bar.
 
     ``choices`` (default: :func:`training_choices` of ``plan``, else padding-free fixed-size steps with
     no autocast) decide packing, tokens per step, Liger and mixed precision.
+
+    ``checkpoint_dir``: save the adapter, optimizer, schedule and random state every ``save_every`` steps (default:
+    a quarter of the run) and, when a checkpoint of the same run (same rows, sizes, seed and base) is there, continue
+    from it and say so: a Colab session that died mid-training loses at most ``save_every`` steps. The checkpoints are
+    removed when the run completes. ``stop_after``: stop after that many steps, as a lost session would (tests).
     """
+    import shutil
     import tempfile
 
     import torch
@@ -401,9 +427,24 @@ def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int =
         choices = TrainingChoices(choices.packing, choices.token_budget, apply_liger(model), choices.mixed_precision)
     groups = make_steps(examples, batch_size, choices.token_budget if choices.packing else None, steps, seed)
     tokens_per_step = [sum(len(e["input_ids"]) for e in group) for group in groups]
+    resume = None
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        fingerprint = _run_fingerprint(rows, steps, batch_size, learning_rate, seed, choices, model)
+        resume = last_checkpoint(checkpoint_dir, fingerprint)
+        if resume is None and checkpoint_dir.exists():
+            shutil.rmtree(checkpoint_dir)  # another run's checkpoints (other rows, sizes or base): not resumable
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        (checkpoint_dir / "RUN").write_text(fingerprint)
+        save_every = save_every or max(1, steps // 4)
+        if resume is not None:
+            print(f"Continuing from step {resume.name.split('-')[-1]} of {steps}: the checkpoint a previous session saved "
+                  f"in {checkpoint_dir} (the steps before it are not trained again).")
     args = TrainingArguments(
-        output_dir=output_dir or tempfile.mkdtemp(prefix="lora-"), max_steps=steps, per_device_train_batch_size=1,
-        learning_rate=learning_rate, lr_scheduler_type="linear", warmup_steps=max(1, steps // 10), logging_steps=1, save_strategy="no",
+        output_dir=str(checkpoint_dir) if checkpoint_dir is not None else (output_dir or tempfile.mkdtemp(prefix="lora-")),
+        save_strategy="steps" if checkpoint_dir is not None else "no", save_steps=save_every or steps, save_total_limit=1,
+        max_steps=steps, per_device_train_batch_size=1,
+        learning_rate=learning_rate, lr_scheduler_type="linear", warmup_steps=max(1, steps // 10), logging_steps=1,
         report_to=[], disable_tqdm=not progress, seed=seed, data_seed=seed, use_cpu=not device.startswith("cuda"),
         dataloader_num_workers=0, remove_unused_columns=False,
         bf16=choices.mixed_precision == "bf16", fp16=choices.mixed_precision == "fp16",
@@ -426,6 +467,9 @@ def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int =
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             self.times.append(time.perf_counter() - self.started)
+            if stop_after is not None and state.global_step >= stop_after:
+                control.should_training_stop = True
+                control.should_save = False
 
     clock = StepClock()
     # the steps are already grouped and shuffled; the Trainer's sampler only reorders whole steps. Liger's fused
@@ -440,11 +484,16 @@ def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int =
     model.config.use_cache = False  # a cache would hide the packed rows' boundaries from the attention mask
     start = time.perf_counter()
     try:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     finally:
         model.config.use_cache = use_cache
     seconds = time.perf_counter() - start
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    if checkpoint_dir is not None and trainer.state.global_step >= steps:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: the adapter lives on in the model and its export
+    if resume is not None:  # this session's share of the work: the resumed steps and their tokens
+        done = int(resume.name.split("-")[-1])
+        groups, tokens_per_step = groups[done:], tokens_per_step[done:]
     model.eval()
     # the Trainer's sampler visits the steps in its own order: per-step tokens are matched by count, and
     # the totals are exact because every group is used exactly once
@@ -453,21 +502,56 @@ def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int =
 
 
 # ---------------------------------------------------------------- prediction and evaluation
+class Predictions(list):
+    """Greedy replies (a list of strings, as before) that also know which replies ended with the model's
+    end-of-turn token before the token limit (``stopped``)."""
+
+    stopped: list[bool]
+
+
+def end_token_ids(model, tokenizer) -> set[int]:
+    """The tokens that end a reply: the tokenizer's end token and the generation config's (one id or several)."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(configured) if isinstance(configured, (list, tuple)) else {configured}
+    return {i for i in ids if i is not None}
+
+
 def predict(model, tokenizer, messages: list[str], examples: list[dict] | None = None, batch_size: int = 16,
-            max_new_tokens: int = 40, progress: bool = True, schema: bool = True) -> list[str]:
+            max_new_tokens: int = 40, progress: bool = True, schema: bool = True) -> Predictions:
     """Greedy predictions for many messages, in batches; the prompt text every message shares (system prompt,
-    schema, few-shot turns) is computed once per batch (:func:`generate_sharing_prefix`)."""
+    schema, few-shot turns) is computed once per batch (:func:`generate_sharing_prefix`). ``.stopped`` says
+    which replies ended with the end-of-turn token within ``max_new_tokens`` (:func:`stop_share`)."""
     from tqdm.auto import tqdm
 
-    outputs = []
+    outputs, stopped = [], []
+    ends = end_token_ids(model, tokenizer)
     for start in tqdm(range(0, len(messages), batch_size), desc="predicting", disable=not progress):
         chunk = messages[start:start + batch_size]
         texts = [tokenizer.apply_chat_template(prompt_messages(m, examples, schema), add_generation_prompt=True, tokenize=False)
                  for m in chunk]
         ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-        outputs += tokenizer.batch_decode(generate_sharing_prefix(model, ids, tokenizer.pad_token_id, max_new_tokens),
-                                          skip_special_tokens=True)
-    return [text.strip() for text in outputs]
+        new = generate_sharing_prefix(model, ids, tokenizer.pad_token_id, max_new_tokens)
+        outputs += tokenizer.batch_decode(new, skip_special_tokens=True)
+        stopped += [any(token in ends for token in row) for row in new]
+    result = Predictions(text.strip() for text in outputs)
+    result.stopped = stopped
+    return result
+
+
+STOP_BAR = 0.95  # a desk cannot use a model that runs on to the token limit on more than 1 reply in 20
+
+
+def stop_share(predictions: Predictions) -> dict:
+    """The share of replies that ended with the end-of-turn token before the token limit, with its 95 % interval,
+    and whether it clears :data:`STOP_BAR` (a model trained without the end token on its labels runs on)."""
+    stopped = getattr(predictions, "stopped", None)
+    if stopped is None:
+        raise InputError("these predictions do not record where the replies stopped", fix="use the list ft.predict returns")
+    n, k = len(stopped), sum(stopped)
+    low, high = wilson_interval(k, n)
+    return {"stopped": k, "n": n, "share": k / n if n else float("nan"), "low": low, "high": high,
+            "passes": bool(n and k / n >= STOP_BAR)}
 
 
 def shared_prefix_length(rows: list[list[int]]) -> int:

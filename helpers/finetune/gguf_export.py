@@ -1,0 +1,231 @@
+"""Lab 03's tuned model as a GGUF file that llama.cpp, Ollama and LM Studio load, written with the official
+``gguf`` package (ggml-org's gguf-py: ``GGUFWriter`` and ``gguf.quants``, bit-exact with llama.cpp's own Q8_0 and
+Q4_0 per its tests), so no llama.cpp build is needed.
+
+What llama.cpp's own converter (``convert_hf_to_gguf.py``) does, and this module does the same way:
+
+- **q/k permutation**: transformers stores the rotary halves of each attention head split ("rotate_half"),
+  llama.cpp's kernels want them interleaved, so the q and k projections are permuted per head (the GGUF loader in
+  transformers undoes it on load);
+- **tied embeddings**: a model whose output layer *is* its token embedding (SmolLM2) writes no ``output.weight``;
+- **norms in F32**: 1-D tensors stay float32; 2-D matrices are quantized in blocks of 32 along their rows;
+- **the tokenizer in the file**: vocabulary, token types, BPE merges, special-token ids and the chat template, read
+  from the model's own tokenizer files the way llama.cpp's converter reads them (the embedded model's shipped GGUF
+  holds the same, which tests/test_gguf_export.py checks field by field).
+
+Q4_0 keeps the token embedding (which is also the output layer of a tied model) at Q8_0: llama.cpp's own
+quantizer keeps the output tensor at higher precision for the same reason (the last layer's error is not averaged
+away by any later one). K-quants (Q4_K_M) cannot be written from Python.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+
+QUANT_TYPES = ("Q8_0", "Q4_0")
+# the architectures written here, and what the error says for the others
+WRITTEN = {"LlamaForCausalLM": "llama"}
+# llama.cpp picks its pre-tokenizer (how text is split before BPE) by name; the models this kit writes
+PRE_TOKENIZERS = {"HuggingFaceTB/SmolLM2": "smollm", "meta-llama/Llama-3": "llama-bpe", "meta-llama/Meta-Llama-3": "llama-bpe"}
+OTHER_ROUTE = ("llama.cpp's own converter writes other architectures: python convert_hf_to_gguf.py <merged folder> "
+               "--outtype q8_0 (from a llama.cpp checkout); on a GPU tier, serve the merged folder with vLLM instead")
+
+
+class ExportError(InputError):
+    """The model cannot be written as GGUF here; the message names the alternative."""
+
+
+@dataclass
+class GGUFExport:
+    path: Path
+    quant: str
+    size_mb: float
+    predicted_mb: float
+    tensors: int
+
+    @property
+    def size_ratio(self) -> float:
+        """File size over the catalog estimator's prediction of the weights (metadata and tokenizer are the rest)."""
+        return self.size_mb / self.predicted_mb
+
+
+def _permute(weights, heads: int):
+    """llama.cpp's q/k permutation: per head, the two rotary halves interleaved."""
+    return weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
+
+
+def _rope_theta(config: dict) -> float:
+    return float((config.get("rope_parameters") or {}).get("rope_theta", config.get("rope_theta", 10000.0)))
+
+
+def pre_tokenizer(source: str) -> str:
+    for prefix, name in PRE_TOKENIZERS.items():
+        if source.startswith(prefix):
+            return name
+    raise ExportError(f"no llama.cpp pre-tokenizer name is known for {source!r}", fix=OTHER_ROUTE)
+
+
+def _vocabulary(folder: Path, vocab_size: int):
+    """Tokens, token types and the special-token/merges record, as llama.cpp's converter builds them for a BPE
+    ("gpt2") tokenizer: unused ids padded, added special tokens CONTROL, other added tokens USER_DEFINED."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    by_id = {index: token for token, index in tokenizer.get_vocab().items()}
+    added = tokenizer.get_added_vocab()
+    decoder = tokenizer.added_tokens_decoder
+    tokens, types = [], []
+    for index in range(vocab_size):
+        token = by_id.get(index)
+        if token is None:
+            tokens.append(f"[PAD{index}]")
+            types.append(gguf.TokenType.UNUSED)
+        elif token in added:
+            tokens.append(token)
+            types.append(gguf.TokenType.CONTROL if decoder[index].special else gguf.TokenType.USER_DEFINED)
+        else:
+            tokens.append(token)
+            types.append(gguf.TokenType.NORMAL)
+    special = gguf.SpecialVocab(folder, load_merges=True, n_vocab=len(tokens))
+    return tokens, types, special, tokenizer
+
+
+def predicted_mb(spec, quant: str) -> float:
+    """The catalog estimator's weight bytes for ``spec`` (a catalog key or ModelSpec) at this GGUF type, in MB."""
+    from ..catalog import estimate_weights_bytes, get_model
+
+    spec = get_model(spec) if isinstance(spec, str) else spec
+    return estimate_weights_bytes(spec, f"gguf-{quant.lower()}") / 1e6
+
+
+def export_gguf(folder: str | Path, out: str | Path, quant: str = "Q8_0", model: str = "smollm2-135m",
+                name: str = "support-desk triage", source: str | None = None) -> GGUFExport:
+    """Write the merged model in ``folder`` (safetensors + tokenizer, as Lab 03 exports it) to ``out`` as GGUF.
+
+    ``model``: its catalog key (the plan's), for the size the estimator predicts. ``source``: the hub id the model came from (its pre-tokenizer name follows from it; default: the config's
+    ``_name_or_path`` or, for the embedded model, SmolLM2's).
+    """
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    folder, out = Path(folder), Path(out)
+    quant = quant.upper()
+    if quant not in QUANT_TYPES:
+        raise ExportError(f"GGUF type {quant!r} is not written here", fix=f"use one of {', '.join(QUANT_TYPES)} (K-quants need llama.cpp's llama-quantize)")
+    if not (folder / "config.json").exists():
+        raise ExportError(f"{folder} holds no model (config.json is missing)", fix="export the merged model first (Lab 03, section 7)")
+    config = json.loads((folder / "config.json").read_text())
+    architecture = (config.get("architectures") or ["?"])[0]
+    if architecture not in WRITTEN:
+        raise ExportError(f"{architecture} is not written as GGUF by this kit (it writes {', '.join(WRITTEN)})", fix=OTHER_ROUTE)
+    from ..catalog import get_model
+
+    spec = get_model(model)
+    pre = pre_tokenizer(source or spec.hub_id)
+
+    heads, kv_heads, layers = config["num_attention_heads"], config["num_key_value_heads"], config["num_hidden_layers"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    tokens, types, special, tokenizer = _vocabulary(folder, config["vocab_size"])
+
+    weights = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        weights.update(load_file(file))
+    if not weights:
+        raise ExportError(f"no .safetensors weights in {folder}", fix="export the merged model with merge_and_export first")
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, layers)
+    wanted = getattr(gguf.GGMLQuantizationType, quant)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    writer = gguf.GGUFWriter(str(tmp), "llama")
+    writer.add_name(name)
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(_rope_theta(config))
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_vocab_size(config["vocab_size"])
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_file_type(getattr(gguf.LlamaFileType, f"MOSTLY_{quant}"))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    special.add_to_gguf(writer)  # merges, bos/eos/unk/pad ids, add_bos/add_eos, the chat template
+    if "bos" not in special.add_special_token:  # said explicitly, as the tokenizer behaves
+        first = tokenizer("a")["input_ids"][:1]
+        writer.add_add_bos_token(tokenizer.bos_token_id is not None and first == [tokenizer.bos_token_id])
+    writer.add_add_space_prefix(False)  # byte-level BPE: spaces are part of the tokens
+
+    tied = config.get("tie_word_embeddings", False)
+    count = 0
+    for hf_name in sorted(weights):
+        if tied and hf_name == "lm_head.weight":
+            continue  # the output layer is the token embedding: llama.cpp reads it from token_embd
+        if hf_name.endswith("rotary_emb.inv_freq"):
+            continue
+        gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            raise ExportError(f"no GGUF name for tensor {hf_name!r}", fix=OTHER_ROUTE)
+        data = weights[hf_name].astype(np.float32)
+        if hf_name.endswith("q_proj.weight"):
+            data = _permute(data, heads)
+        elif hf_name.endswith("k_proj.weight"):
+            data = _permute(data, kv_heads)
+        if data.ndim == 1:
+            writer.add_tensor(gguf_name, data)  # norms stay F32
+        else:
+            kind = gguf.GGMLQuantizationType.Q8_0 if gguf_name == "token_embd.weight" else wanted
+            writer.add_tensor(gguf_name, gguf.quants.quantize(data, kind), raw_dtype=kind)
+        count += 1
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.replace(out)
+    return GGUFExport(out, quant, out.stat().st_size / 1e6, predicted_mb(spec, quant), count)
+
+
+# ---------------------------------------------------------------- Ollama
+# the chat formats the kit's models use, as Ollama's Go templates (Ollama does not run Jinja chat templates)
+CHATML = """{{- range .Messages }}<|im_start|>{{ .Role }}
+{{ .Content }}<|im_end|>
+{{ end }}<|im_start|>assistant
+"""
+LLAMA3 = """{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>
+
+{{ .Content }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>
+
+"""
+FORMATS = {"<|im_start|>": (CHATML, ["<|im_end|>", "<|im_start|>"]), "<|start_header_id|>": (LLAMA3, ["<|eot_id|>"])}
+
+
+def modelfile(gguf_file: str | Path, chat_template: str, system: str | None = None, context: int = 2048) -> str:
+    """An Ollama Modelfile for ``gguf_file``: its chat format as Ollama's template, the end-of-turn stop tokens,
+    greedy decoding (the triage answers are evaluated greedily) and the context the kit serves with."""
+    for marker, (template, stops) in FORMATS.items():
+        if marker in chat_template:
+            break
+    else:
+        raise ExportError("the model's chat template is neither ChatML nor Llama 3's: no Ollama template is written for it",
+                          fix="write the TEMPLATE by hand from the model's chat_template (ollama.com/docs: Modelfile)")
+    lines = [f"FROM ./{Path(gguf_file).name}", f'TEMPLATE """{template}"""']
+    lines += [f'PARAMETER stop "{stop}"' for stop in stops]
+    lines += ["PARAMETER temperature 0", f"PARAMETER num_ctx {context}"]
+    if system:
+        lines.append(f'SYSTEM """{system}"""')
+    return "\n".join(lines) + "\n"
+
+
+def write_modelfile(gguf_file: str | Path, chat_template: str, system: str | None = None, context: int = 2048) -> Path:
+    path = Path(gguf_file).with_name("Modelfile")
+    path.write_text(modelfile(gguf_file, chat_template, system, context))
+    return path
