@@ -156,3 +156,14 @@ def test_training_resumes_after_a_lost_session(tmp_path):
     assert len(second.step_seconds) == 2  # steps 3-4 trained, 1-2 not again
     assert second.losses[-1] == pytest.approx(whole.losses[-1], rel=1e-2)
     assert not folder.exists()  # a finished run leaves no checkpoints behind
+
+
+def test_the_file_to_ship_is_the_smallest_that_keeps_the_tuned_triage():
+    import pandas as pd
+
+    table = pd.DataFrame({"file MB": [145.0, 92.0], "same triage": [0.94, 0.0]}, index=pd.Index(["Q8_0", "Q4_0"], name="GGUF"))
+    assert gx.recommend(table) == "Q8_0"
+    table["same triage"] = [1.0, 0.95]
+    assert gx.recommend(table) == "Q4_0"
+    table["same triage"] = [0.7, 0.5]
+    assert gx.recommend(table) is None

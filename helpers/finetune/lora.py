@@ -778,6 +778,8 @@ class RunSettings:
     few_shot_examples: int
     qlora_steps: int
     qlora_batch_size: int
+    # test rows each exported GGUF file is proven on (loaded back and asked again)
+    gguf_rows: int = 16
     # LoRA dropout: 0.05 for the GPU tiers' hundreds of steps; none on a CPU, where a dozen steps do not overfit
     # and each step's dropout masks cost about 1 s of its 8.8 s (bernoulli draws for 210 adapted layers)
     lora_dropout: float = 0.05
@@ -795,16 +797,16 @@ def run_settings(plan) -> RunSettings:
         # CI's run of the student copy: every cell's code path, at the smallest sizes that still run it (nothing is checked
         # against stored outputs there; the solution run trains and evaluates at the tier's sizes)
         return RunSettings(steps=2, batch_size=min(rows, 2), learning_rate=3e-3, eval_rows=4, few_shot_rows=2, few_shot_examples=1,
-                           qlora_steps=1, qlora_batch_size=1, lora_dropout=0.0)
+                           qlora_steps=1, qlora_batch_size=1, lora_dropout=0.0, gguf_rows=2)
     if plan.device == "cpu":  # also a GPU tier forced on a machine without one: the sizes follow the device
         # 12 steps at 4e-3 reach what 20 at 3e-3 did (category ~0.6, product ~0.8 on 48 held-out rows) in 60 % of the time
         return RunSettings(steps=12, batch_size=rows, learning_rate=4e-3, eval_rows=32, few_shot_rows=8, few_shot_examples=2,
                            qlora_steps=1, qlora_batch_size=2, lora_dropout=0.0)
     if plan.tier == "colab":
         return RunSettings(steps=300, batch_size=rows, learning_rate=2e-4, eval_rows=400, few_shot_rows=400, few_shot_examples=3,
-                           qlora_steps=300, qlora_batch_size=rows)
+                           qlora_steps=300, qlora_batch_size=rows, gguf_rows=100)
     return RunSettings(steps=600, batch_size=rows, learning_rate=2e-4, eval_rows=400, few_shot_rows=400, few_shot_examples=3,
-                       qlora_steps=600, qlora_batch_size=rows)
+                       qlora_steps=600, qlora_batch_size=rows, gguf_rows=100)
 
 
 def key_results(result: TrainResult, before, after) -> tuple[dict[str, float], dict[str, str]]:
