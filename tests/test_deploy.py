@@ -102,7 +102,10 @@ def postgres():
     all), stopped and deleted after the module."""
     import tempfile
 
-    pgserver = pytest.importorskip("pgserver", reason="pgserver comes with the dev extras (bash kit setup)")
+    import sys
+
+    pgserver = pytest.importorskip("pgserver", reason="pgserver is not installed: it comes with the tests extra (bash kit test)"
+                                   + (", which leaves it out on Python 3.13+ (no wheel)" if sys.version_info >= (3, 13) else ""))
     server = pgserver.get_server(tempfile.mkdtemp(prefix="ots-pg-"), cleanup_mode="delete")
     yield server
     server.cleanup()

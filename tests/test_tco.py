@@ -168,3 +168,19 @@ def test_c2_verdict_follows_the_learners_cheaper_api_break_even():
     assert "it does not" in never["verdict"] and "never breaks even" in never["evidence"]
     below = tco.claims.check_c2(inputs, cheaper_api=("gpt-4.1-mini", volume / 2))
     assert below["verdict"] == alone["verdict"] and "below the desk's" in below["evidence"]
+
+
+def test_calculator_redraws_when_a_control_moves(capsys, monkeypatch):
+    """Lab 01's widgets with whatever ipywidgets is installed: 8.x here, Colab's 7.7.1 in the Python 3.13 run."""
+    import ipywidgets
+    import matplotlib
+
+    matplotlib.use("Agg")
+    monkeypatch.setattr("IPython.display.display", lambda *a, **k: None)
+    box = tco.costs.calculator()
+    first = capsys.readouterr().out
+    assert "USD/month" in first, first
+    volume = box.children[0].children[0]
+    volume.value = volume.value / 10  # a tenth of the conversations: the API bill falls, and the line is printed again
+    again = capsys.readouterr().out
+    assert "USD/month" in again and again != first, (ipywidgets.__version__, again)

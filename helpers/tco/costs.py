@@ -623,7 +623,8 @@ def plot_cost_split(splits: dict[str, dict[str, float]], reference: dict[str, fl
 
 
 def calculator(inputs: dict | None = None):
-    """An interactive calculator: sliders and menus that redraw the cost-vs-volume plot."""
+    """An interactive calculator: sliders and menus that redraw the cost-vs-volume plot. Uses only widgets that
+    ipywidgets 7.7 has too (Colab's front end renders its own 7.7.1). Returns the widget box, already displayed."""
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
     from IPython.display import display
@@ -655,8 +656,10 @@ def calculator(inputs: dict | None = None):
                 print(error)
 
     widgets.interactive_output(redraw, controls)
-    display(widgets.VBox([widgets.HBox(list(controls.values())[:4]), widgets.HBox(list(controls.values())[4:]), out]))
+    box = widgets.VBox([widgets.HBox(list(controls.values())[:4]), widgets.HBox(list(controls.values())[4:]), out])
+    display(box)
     redraw(**{k: c.value for k, c in controls.items()})
+    return box
 
 
 def key_results(inputs: dict) -> tuple[dict[str, float | str], dict[str, str]]:
