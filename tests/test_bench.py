@@ -496,8 +496,28 @@ def test_llamacpp_server_is_an_option_for_the_embedded_gguf_and_says_why_not_oth
     options = dict(zip(server.command[3::2], server.command[4::2]))
     assert options["--model"] == str(embedded_gguf_path()) and options["--model_alias"] == str(folder) == server.model
     assert options["--host"] == "127.0.0.1" and options["--n_ctx"] == str(p.context)
-    merged = LocalServer.for_plan(p, tmp_path)  # Lab 03's merged model has no GGUF: transformers serve
+    merged = LocalServer.for_plan(p, tmp_path)  # a folder with no proven GGUF beside it: transformers serve
     assert merged.engine == "transformers" and "serve" in merged.command
+    # Lab 03's merged model with the GGUF file it exported and proved beside it: llama.cpp serves that file
+    import os
+    import time
+
+    tuned = tmp_path / "artifacts" / "merged"
+    tuned.mkdir(parents=True)
+    (tuned / "config.json").write_text("{}")
+    (tmp_path / "artifacts" / "gguf").mkdir()
+    shipped = tmp_path / "artifacts" / "gguf" / "model-q8_0.gguf"
+    shipped.write_bytes(b"GGUF")
+    modelfile = tmp_path / "artifacts" / "gguf" / "Modelfile"
+    modelfile.write_text("# proven: same triage as the tuned model on 94% of 16 test rows\nFROM ./model-q8_0.gguf\n")
+    served = LocalServer.for_plan(p, tuned)
+    assert served.engine == "llamacpp" and dict(zip(served.command[3::2], served.command[4::2]))["--model"] == str(shipped)
+    modelfile.write_text("# NOT PROVEN: same triage on 0% of 16 test rows\nFROM ./model-q8_0.gguf\n")
+    assert LocalServer.for_plan(p, tuned).engine == "transformers"  # a file that changed the answers is not served
+    modelfile.write_text("# proven: same triage as the tuned model on 94% of 16 test rows\nFROM ./model-q8_0.gguf\n")
+    old = time.time() - 3600
+    os.utime(shipped, (old, old))  # a file from an earlier run than the merged folder
+    assert LocalServer.for_plan(p, tuned).engine == "transformers"
 
 
 def test_real_llamacpp_server_answers_the_same_client_and_stops():

@@ -167,3 +167,11 @@ def test_the_file_to_ship_is_the_smallest_that_keeps_the_tuned_triage():
     assert gx.recommend(table) == "Q4_0"
     table["same triage"] = [0.7, 0.5]
     assert gx.recommend(table) is None
+
+
+def test_how_to_run_names_the_file_the_modelfile_ships(tmp_path):
+    (tmp_path / "model-q8_0.gguf").write_bytes(b"GGUF")
+    (tmp_path / "Modelfile").write_text("# proven: same triage on 94% of 16 test rows\nFROM ./model-q8_0.gguf\n")
+    text = gx.how_to_run(tmp_path / "Modelfile")
+    assert f"llama-server -m {tmp_path / 'model-q8_0.gguf'} --host 127.0.0.1" in text and "ollama create support-desk -f Modelfile" in text
+    assert gx.proven_gguf(tmp_path / "missing-merged") is None

@@ -113,13 +113,15 @@ def _gpu_free_fraction() -> float | None:
 
 
 def _embedded_gguf(model_dir: str | Path) -> Path | None:
-    """The embedded model's GGUF file when ``model_dir`` is its converted folder; None for any other folder (Lab 03's
-    merged model has no GGUF: it is served by transformers serve even where the plan chose llama.cpp)."""
+    """The GGUF file to serve for ``model_dir``: the embedded model's own for its converted folder; for Lab 03's merged
+    model, the file Lab 03 exported and proved beside it (``gguf_export.proven_gguf``); else None (transformers
+    serve then serves the folder even where the plan chose llama.cpp)."""
+    from ..finetune.gguf_export import proven_gguf
     from ..models import embedded_gguf_path, ensure_embedded
 
     gguf = embedded_gguf_path()
     if gguf is None or Path(model_dir).resolve() != ensure_embedded(progress=False).resolve():
-        return None
+        return proven_gguf(model_dir)
     return gguf
 
 

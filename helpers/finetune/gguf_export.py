@@ -267,10 +267,33 @@ def take_away(folder: str | Path, plan, tokenizer, rows: list[dict], reference, 
                       "category low": scores.loc["category", "low"], "category high": scores.loc["category", "high"],
                       "replies that stop": stops["share"]})
     table = pd.DataFrame(table).set_index("GGUF")
-    chosen = recommend(table) or quants[0]
+    chosen = recommend(table)
     # the model's own context, not the lab's short training rows: a long customer message must fit
-    modelfile_path = write_modelfile(files[chosen], tokenizer.chat_template, system=SHORT_PROMPT, context=max(plan.context, 2048))
+    modelfile_path = write_modelfile(files[chosen or quants[0]], tokenizer.chat_template, system=SHORT_PROMPT, context=max(plan.context, 2048))
+    share = table.loc[chosen or quants[0], "same triage"]
+    verdict = (f"{PROVEN} same triage as the tuned model on {share:.0%} of {len(rows)} test rows" if chosen else
+               f"# NOT PROVEN: same triage on {share:.0%} of {len(rows)} test rows, under {SAME_TRIAGE_BAR:.0%}: serve the merged folder")
+    modelfile_path.write_text(verdict + "\n" + modelfile_path.read_text())
     return table, modelfile_path
+
+
+PROVEN = "# proven:"  # the Modelfile's first line when its file keeps the tuned triage (the local server looks for it)
+
+
+def proven_gguf(model_dir: str | Path) -> Path | None:
+    """The GGUF file Lab 03 proved for the merged model in ``model_dir``: named by the Modelfile in the ``gguf`` folder
+    beside it, that Modelfile saying "proven", and written after the merged folder (not a file of an earlier run)."""
+    model_dir = Path(model_dir)
+    modelfile = model_dir.parent / "gguf" / "Modelfile"
+    config = model_dir / "config.json"
+    if not modelfile.is_file() or not config.is_file():
+        return None
+    lines = modelfile.read_text().splitlines()
+    source = next((line.removeprefix("FROM ./") for line in lines if line.startswith("FROM ./")), None)
+    if not lines or not lines[0].startswith(PROVEN) or source is None:
+        return None
+    gguf = modelfile.parent / source
+    return gguf if gguf.is_file() and gguf.stat().st_mtime >= config.stat().st_mtime else None
 
 
 # A file that changes more than 1 triage in 4 of the tuned model's is not the model you tuned. Not stricter: a 135M
@@ -288,7 +311,7 @@ def recommend(table, bar: float = SAME_TRIAGE_BAR) -> str | None:
 def how_to_run(modelfile_path: str | Path, name: str = "support-desk") -> str:
     """The commands that take the exported model elsewhere, with this run's paths."""
     folder = Path(modelfile_path).parent
-    first = folder / Path(modelfile_path).read_text().splitlines()[0].removeprefix("FROM ./")
+    first = folder / next(line for line in Path(modelfile_path).read_text().splitlines() if line.startswith("FROM ./")).removeprefix("FROM ./")
     return (f"Ollama:     cd {folder} && ollama create {name} -f Modelfile && ollama run {name}\n"
             f"llama.cpp:  llama-server -m {first} --host 127.0.0.1 --port 8080   (an OpenAI-compatible endpoint)\n"
             f"LM Studio:  lms import {first}   (or drag the .gguf file into the app)")
