@@ -779,7 +779,7 @@ class RunSettings:
     qlora_steps: int
     qlora_batch_size: int
     # test rows each exported GGUF file is proven on (loaded back and asked again)
-    gguf_rows: int = 16
+    gguf_rows: int = 12
     # LoRA dropout: 0.05 for the GPU tiers' hundreds of steps; none on a CPU, where a dozen steps do not overfit
     # and each step's dropout masks cost about 1 s of its 8.8 s (bernoulli draws for 210 adapted layers)
     lora_dropout: float = 0.05
