@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Colab install, run once by the setup cell: what the labs import (pyproject.toml's base list, no extras: no
-# JupyterLab, no test tools) and the embedded model, with uv (about 4x faster than pip here).
+# JupyterLab, no test tools) and the embedded model, with uv (the kit's own installs: 2 min of pip became 10 s).
 # Colab's own packages stay as they are: its CUDA torch and its notebook front end (ipywidgets 7.7.1, ipykernel,
 # the classic notebook) are pinned to the versions found, so nothing the kit installs replaces them. otter-grader 7
 # declares ipywidgets>=8.1.5, but Colab renders only its own 7.x (googlecolab/colabtools#498) and otter's checks
