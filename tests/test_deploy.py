@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 
+import pandas as pd
 import pytest
 
 from helpers.deploy.ledger import BudgetExceeded, Ledger, sqlite_path
@@ -519,3 +520,165 @@ def test_replaying_a_day_with_an_outage_loses_nothing_and_bills_it(tmp_path):
     assert figures["lost"] == 0 and figures["day_hybrid_usd"] < figures["day_all_api_usd"]
     assert figures["day_hybrid_usd"] == pytest.approx(rows["cost_usd"].sum() * 1000)
     assert set(figures["latency"].index) <= {"local", "paid"} and figures["hourly"].shape == (24, 2)
+
+
+# ---------------------------------------------------------------- the desk's model, the desk's task, quality per route
+def _oracle(rows, wrong_every=0):
+    """A stand-in model for the triage task: the right JSON for each known message, the wrong category on every
+    ``wrong_every``-th message (0: never)."""
+    import json
+
+    from helpers import finetune as ft
+
+    answers = {}
+    for i, row in enumerate(rows):
+        target = dict(row["target"])
+        if wrong_every and i % wrong_every == 0:
+            target["category"] = "billing" if target["category"] != "billing" else "refund"
+        answers[row["message"]] = ft.target_json(target)
+    return lambda prompt: next((answer for message, answer in answers.items() if prompt.endswith(message)), json.dumps({"no": "idea"}))
+
+
+def test_the_desk_model_is_lab03s_tuned_model_or_the_base_named_with_lab03(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from helpers import results
+    from helpers.bench.server import LocalServer
+    from helpers.catalog import get_model
+    from helpers.deploy import desk
+    from helpers.finetune.lora import SHORT_PROMPT, SYSTEM_PROMPT
+    from helpers.hardware import describe_gpu
+    from helpers.plan import plan
+
+    monkeypatch.setenv("OTS_RESULTS", str(tmp_path / "results.json"))
+    p = plan("05", override="tier=cpu")
+    base = desk.desk_model(p)
+    assert not base.tuned and base.system_prompt == SYSTEM_PROMPT and "run Lab 03" in base.note
+    merged = results.artifacts_dir("03") / "merged"
+    merged.mkdir(parents=True)
+    spec = get_model("smollm2-135m")
+    (merged / "config.json").write_text(json.dumps({"num_hidden_layers": spec.layers, "hidden_size": spec.hidden, "vocab_size": spec.vocab}))
+    tuned = desk.desk_model(p)
+    assert tuned.tuned and tuned.folder == merged and tuned.system_prompt == SHORT_PROMPT and "Lab 03" in tuned.note
+    (merged / "config.json").write_text(json.dumps({"num_hidden_layers": 28, "hidden_size": 3584, "vocab_size": 152064}))
+    other = desk.desk_model(p)  # tuned from another base than the plan's: not served as the desk's model
+    assert not other.tuned and "another base" in other.note
+
+    # a big GPU with vLLM: the plan's vllm serve serves the merged folder as it is, under its own name
+    qwen = get_model("qwen2.5-7b")
+    (merged / "config.json").write_text(json.dumps({"num_hidden_layers": qwen.layers, "hidden_size": qwen.hidden, "vocab_size": qwen.vocab}))
+    cli = tmp_path / "bin" / "vllm"
+    cli.parent.mkdir()
+    cli.write_text("#!/bin/sh\nexit 0\n")
+    cli.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{cli.parent}:{os.environ['PATH']}")
+    gpu_plan = plan("05", describe_gpu("A100-80GB"), override="model=qwen2.5-7b")
+    assert gpu_plan.server == "vllm"
+    deployed = desk.desk_model(gpu_plan)
+    assert deployed.tuned
+    import helpers.bench.server as serving
+
+    monkeypatch.setattr(serving, "_gpu_free_fraction", lambda: None)
+    command = LocalServer.for_plan(gpu_plan, deployed.folder).command
+    assert command[1:3] == ["serve", str(merged)] and command[command.index("--served-model-name") + 1] == str(merged)
+    shutil.rmtree(merged)
+
+
+def _triage_router(tmp_path, local, paid, local_stand_in=False, paid_stand_in=True, key_env="OTS_TEST_PAID_KEY"):
+    from helpers.deploy.ledger import Ledger
+    from helpers.deploy.router import Router, load_policy
+    from helpers.finetune.lora import SHORT_PROMPT, SYSTEM_PROMPT
+
+    os.environ.setdefault("OTS_TEST_PAID_KEY", "sk-test-not-real")
+    policy = load_policy(POLICY, {"local": {"base_url": local.base_url, "model": "local", "system_prompt": SHORT_PROMPT, "stand_in": local_stand_in},
+                                  "paid": {"base_url": paid.base_url, "api_key_env": key_env, "system_prompt": SYSTEM_PROMPT,
+                                           "stand_in": paid_stand_in},
+                                  "resilience": {"backoff_initial_s": 0.01, "backoff_max_s": 0.05}})
+    return Router(policy, Ledger(f"sqlite:///{tmp_path / 'ledger.db'}", monthly_cap_usd=50.0),
+                  difficulty=lambda m: 0.9 if len(m) > 150 else 0.1)
+
+
+def test_the_day_is_the_desks_task_scored_per_route_and_a_stand_in_is_not_measured(tmp_path):
+    from helpers import finetune as ft
+    from helpers.deploy import desk, traffic
+
+    rows = ft.load_tickets("test")
+    day = traffic.sample_day(rows, 40, 2.5, seed=3)
+    assert all(r.target is not None for r in day)
+    with StandInUpstream(UpstreamConfig(median_latency_s=0.0, answer=_oracle(rows, wrong_every=4))) as local, \
+            StandInUpstream(UpstreamConfig(median_latency_s=0.0)) as paid:
+        router = _triage_router(tmp_path, local, paid)
+        table = traffic.replay(router, day, concurrency=4, max_tokens=40, progress=False)
+    assert all(prompt.startswith(ft.SHORT_PROMPT) for prompt in router.sent["local"])  # the tuned model's own prompt
+    assert all(seen["prompt"].startswith(ft.SYSTEM_PROMPT) for seen in paid.seen)  # the schema for a general model
+    figures = traffic.report(table, router.ledger.rows(), (0.15, 0.6), scale=100)
+    quality = figures["quality"]
+    local_rows = table[(table["route"] == "local") & (table["outcome"] == "answered")]
+    wrong = {row["message"] for i, row in enumerate(rows) if i % 4 == 0}
+    expected = sum(r.message not in wrong for r in day if r.request_id in set(local_rows["request_id"]))
+    assert quality.loc["local", "status"] == "measured" and quality.loc["local", "scored"] == len(local_rows) > 10
+    assert quality.loc["local", "correct"] == expected and quality.loc["local", "low"] < quality.loc["local", "accuracy"] < 1
+    assert quality.loc["paid", "status"] == desk.NOT_MEASURED and pd.isna(quality.loc["paid", "accuracy"])
+    ledger = router.ledger.rows().set_index("request_id")
+    assert ledger.loc[local_rows["request_id"], "correct"].sum() == expected
+    assert ledger[ledger["route"] == "paid"]["correct"].isna().all()  # a stand-in's sentence is never scored as a 0
+    values, _ = traffic.key_results(figures, traffic.monthly_bills(figures), traffic.pii_audit(day, traffic_prompts(paid)))
+    assert values["local accuracy rate"] == pytest.approx(expected / len(local_rows)) and values["paid accuracy status"] == desk.NOT_MEASURED
+    assert "all accuracy rate" not in values and values["pii values in the day"] == sum(len(r.pii_values) for r in day)
+
+    # the same day where the paid side answers the task (a real endpoint): now both routes are measured
+    with StandInUpstream(UpstreamConfig(median_latency_s=0.0, answer=_oracle(rows, wrong_every=4))) as local, \
+            StandInUpstream(UpstreamConfig(median_latency_s=0.0, answer=_oracle(rows))) as paid:
+        router = _triage_router(tmp_path / "real", local, paid, paid_stand_in=False)
+        table = traffic.replay(router, day, concurrency=4, max_tokens=40, progress=False)
+    quality = traffic.report(table, router.ledger.rows(), (0.15, 0.6), scale=100)["quality"]
+    assert quality.loc["paid", "status"] == "measured" and quality.loc["paid", "accuracy"] == 1.0
+
+
+def traffic_prompts(paid):
+    return [seen["prompt"] for seen in paid.seen]
+
+
+def test_a_real_paid_api_is_configured_by_environment_only_and_its_key_never_shows(tmp_path, monkeypatch, capsys):
+    from helpers import finetune as ft
+    from helpers.deploy import desk, traffic
+    from helpers.deploy.upstream import RealEndpoint, paid_prompts, paid_upstream
+
+    secret = "-".join(["sk", "live", "do", "not", "print", "4242"])  # built here: no key-shaped string in the repository
+    with pytest.raises(InputError) as missing:
+        paid_upstream(environ={"OTS_PAID_MODEL": "gpt-4o-mini"})
+    assert "OPENAI_API_KEY" in missing.value.problem and "never in a notebook cell" in missing.value.fix
+    with pytest.raises(InputError) as unpriced:
+        paid_upstream(environ={"OTS_PAID_MODEL": "my-own-model", "OPENAI_API_KEY": secret})
+    assert "OTS_PAID_PRICE_MODEL" in unpriced.value.fix and secret not in str(unpriced.value)
+    stand_in = paid_upstream(environ={})
+    try:
+        assert stand_in.stand_in and "published latency" in stand_in.provenance
+    finally:
+        stand_in.stop()
+
+    rows = ft.load_tickets("test")
+    day = traffic.sample_day(rows, 24, 2.5, seed=5)
+    monkeypatch.setenv("OTS_TEST_REAL_KEY", secret)
+    with StandInUpstream(UpstreamConfig(median_latency_s=0.0, faults={"503": 1.0})) as local, \
+            StandInUpstream(UpstreamConfig(median_latency_s=0.0, answer=_oracle(rows))) as api:
+        real = paid_upstream(environ={"OTS_PAID_MODEL": "gpt-4o-mini", "OTS_PAID_BASE_URL": api.base_url,
+                                      "OTS_PAID_KEY_ENV": "OTS_TEST_REAL_KEY", "OTS_TEST_REAL_KEY": secret})
+        assert isinstance(real, RealEndpoint) and not real.stand_in and secret not in repr(real)
+        overrides = desk.policy_overrides(local, real, desk.DeskModel(tmp_path, True, ft.SHORT_PROMPT, "test"), "gpt-4o", 1.0)
+        assert overrides["paid"]["api_key_env"] == "OTS_TEST_REAL_KEY" and secret not in str(overrides)
+        from helpers.deploy.ledger import Ledger
+        from helpers.deploy.router import Router, load_policy
+
+        router = Router(load_policy(POLICY, overrides), Ledger(f"sqlite:///{tmp_path / 'l.db'}", monthly_cap_usd=1.0))
+        table = traffic.replay(router, day, concurrency=4, max_tokens=40, progress=False)  # local down: routine traffic goes paid
+    assert all(seen["authorization"] for seen in api.seen)
+    figures = traffic.report(table, router.ledger.rows(), (0.15, 0.6), scale=100)
+    assert figures["quality"].loc["paid", "status"] == "measured" and figures["quality"].loc["paid", "accuracy"] == 1.0
+    audit = traffic.pii_audit(day, paid_prompts(real, router))  # a real API: what the router put on the wire to it
+    assert audit[audit["detected by the router"].astype(bool)]["reached the paid API"].sum() == 0
+    values, _ = traffic.key_results(figures, traffic.monthly_bills(figures), audit, paid=real)
+    assert values["paid upstream"].startswith("measured: gpt-4o-mini")
+    everything = " ".join([str(values), table.to_csv(), router.ledger.rows().to_csv(), capsys.readouterr().out, str(figures)])
+    assert secret not in everything

@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY, ts TEXT NOT NULL, route TEXT NOT NULL, reason TEXT NOT NULL, upstream TEXT,
     model TEXT, tokens_in INTEGER NOT NULL DEFAULT 0, tokens_out INTEGER NOT NULL DEFAULT 0,
     cost_usd {real} NOT NULL DEFAULT 0, latency_s {real}, retries INTEGER NOT NULL DEFAULT 0,
-    outcome TEXT NOT NULL, error TEXT NOT NULL DEFAULT '');
+    outcome TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', correct INTEGER);
 CREATE TABLE IF NOT EXISTS reservations (
     request_id TEXT PRIMARY KEY, month TEXT NOT NULL, usd {real} NOT NULL, ts TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS spend (
@@ -85,6 +85,8 @@ class _SQLite:
     def create(self, db) -> None:
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(SCHEMA.format(real="REAL"))
+        if "correct" not in {row[1] for row in db.execute("PRAGMA table_info(requests)")}:  # a ledger from before scoring
+            db.execute("ALTER TABLE requests ADD COLUMN correct INTEGER")
 
     @contextmanager
     def write(self, db):
@@ -131,6 +133,7 @@ class _Postgres:
             for statement in SCHEMA.format(real="DOUBLE PRECISION").split(";"):
                 if statement.strip():
                     db.execute(statement)
+            db.execute("ALTER TABLE requests ADD COLUMN IF NOT EXISTS correct INTEGER")  # a ledger from before scoring
 
     @contextmanager
     def write(self, db):
@@ -184,6 +187,12 @@ class Ledger:
             cursor = db.execute(self._sql(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
                                           "ON CONFLICT (request_id) DO NOTHING"), row)
         return cursor.rowcount == 1
+
+    def score(self, request_id: str, correct: bool | None) -> None:
+        """Record whether the answer to ``request_id`` was right against its label (None: not scored, e.g. a stand-in's)."""
+        with self._transaction() as db:
+            db.execute(self._sql("UPDATE requests SET correct = ? WHERE request_id = ?"),
+                       (None if correct is None else int(bool(correct)), request_id))
 
     def seen(self, request_id: str) -> bool:
         with self._connection() as db:

@@ -41,6 +41,8 @@ class UpstreamSpec:
     api_key_env: str = ""
     timeout_s: float = 30.0
     price_model: str = ""  # the paid API's price row in Lab 01's snapshot (empty: free, e.g. the local model)
+    system_prompt: str = ""  # sent before each message (the task, worded for this upstream's model); empty: none
+    stand_in: bool = False  # the kit's imitation of an API: its answers are not scored (quality "not measured")
 
 
 @dataclass
@@ -213,6 +215,7 @@ class Router:
             price = get_api_price(policy.paid.price_model)
             self.prices["paid"] = (price.input / 1e6, price.output / 1e6)
         self._transient = (openai.RateLimitError, openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError)
+        self.sent: dict[str, list[str]] = {"local": [], "paid": []}  # every prompt as sent, per upstream (the audit reads it)
         self.sent_to_paid_with_pii = 0  # the invariant a test checks: stays 0
         self.blocked_by_guard = 0
         self.guard = guard
@@ -249,7 +252,8 @@ class Router:
 
     def _estimate(self, message: str, max_tokens: int) -> float:
         per_in, per_out = self.prices.get("paid", (0.0, 0.0))
-        return len(message.split()) * 1.5 * per_in + max_tokens * per_out  # ~1.5 tokens a word: a cap, not the bill
+        words = len(message.split()) + len((self.policy.paid.system_prompt if self.policy.paid else "").split())
+        return words * 1.5 * per_in + max_tokens * per_out  # ~1.5 tokens a word: a cap, not the bill
 
     # ---------------------------------------------------------------- one request
     def _call(self, name: str, message: str, max_tokens: int):
@@ -263,14 +267,15 @@ class Router:
             error = state.outcome.exception() if state.outcome else None
             return max(backoff(state), min(_retry_after(error), self.policy.backoff_max_s))
 
+        messages = ([{"role": "system", "content": spec.system_prompt}] if spec.system_prompt else []) + [{"role": "user", "content": message}]
         attempts = 0
         try:
             for attempt in Retrying(stop=stop_after_attempt(self.policy.max_retries + 1), wait=wait,
                                     retry=retry_if_exception_type(self._transient), reraise=True):
                 with attempt:
                     attempts += 1
-                    reply = self.clients[name].chat.completions.create(model=spec.model, max_tokens=max_tokens,
-                                                                      messages=[{"role": "user", "content": message}])
+                    self.sent[name].append("\n".join(m["content"] for m in messages))
+                    reply = self.clients[name].chat.completions.create(model=spec.model, max_tokens=max_tokens, messages=messages)
         except RetryError as error:  # pragma: no cover - reraise=True raises the last error instead
             raise error.last_attempt.exception() from None
         try:

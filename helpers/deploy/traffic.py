@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import InputError
+from .desk import TRIAGE_REPLY_TOKENS, quality
 
 PEAK_HOUR, SPREAD_H = 13.0, 3.0  # the business-hours bump: centred on 13:00, 3 h wide (an assumption, stated in the lab)
 
@@ -57,7 +58,9 @@ def day_settings(plan) -> DaySettings:
     if plan.quick:
         return DaySettings(requests=8, concurrency=4, max_tokens=8, time_limit_s=60, drill_requests=300, drill_concurrency=20)
     if plan.device == "cpu":
-        return DaySettings(requests=48, concurrency=plan.batch, max_tokens=12, time_limit_s=150)
+        # a triage answer is about 30 tokens of JSON: 24 requests (about 70 s on one core with the base model, which runs
+        # to the token limit; less with the tuned one, which stops), each scored; the GPU tiers replay 400
+        return DaySettings(requests=24, concurrency=plan.batch, max_tokens=TRIAGE_REPLY_TOKENS, time_limit_s=240)
     return DaySettings(requests=400, concurrency=max(8, plan.batch), max_tokens=64, time_limit_s=300)
 
 
@@ -69,6 +72,7 @@ class Request:
     pii_values: list[str]  # the labelled personal data in the message (the audit's ground truth)
     difficulty: str      # the dataset's label: simple / multi_issue
     pii_kinds: tuple[str, ...] = ()  # the labelled kinds, in the order of pii_values (email, phone, iban, card, name, address)
+    target: dict | None = None  # the ticket's triage label (Lab 03's task): every answer from a measured upstream is scored
 
     @property
     def hour(self) -> int:
@@ -93,7 +97,7 @@ def sample_day(rows: list[dict], n: int, peak_to_average: float, seed: int = 0) 
         spans = row.get("pii_spans", [])
         values = [row["message"][s["start"]:s["end"]] for s in spans]
         day.append(Request(f"day{seed}-{i:05d}", float(t), row["message"], values, row.get("difficulty", "simple"),
-                           tuple(s["type"] for s in spans)))
+                           tuple(s["type"] for s in spans), row.get("target")))
     return day
 
 
@@ -102,7 +106,8 @@ def replay(router, day: list[Request], concurrency: int = 8, time_limit_s: float
     """Send the day through ``router`` (arrival order, at most ``concurrency`` in flight) and return one row per
     request. ``events`` maps a time of day in hours (e.g. ``{14.0: server.stop, 15.0: server.start}``) to a call made
     before the first request at or after it. Requests not started within ``time_limit_s`` are listed as
-    ``not sent (time limit)``: never silently dropped."""
+    ``not sent (time limit)``: never silently dropped. Every answer from an upstream that is not a stand-in is scored
+    against the request's label (``desk.score_reply``), in the table and in the ledger (``correct``)."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -110,12 +115,21 @@ def replay(router, day: list[Request], concurrency: int = 8, time_limit_s: float
     results: dict[str, dict] = {}
     start = time.perf_counter()
 
+    from .desk import score_reply
+
     def one(request: Request) -> None:
         t0 = time.perf_counter()
         answer = router.handle(request.request_id, request.message, max_tokens=max_tokens)
+        latency = time.perf_counter() - t0
+        spec = {"local": router.policy.local, "paid": router.policy.paid}.get(answer.route)
+        stand_in = bool(spec is not None and spec.stand_in)
+        score = score_reply(answer.text, request.target) if answer.outcome == "answered" and not stand_in else None
+        if score is not None:
+            router.ledger.score(request.request_id, score["correct"])
         results[request.request_id] = {"route": answer.route, "outcome": answer.outcome, "reason": answer.reason,
                                        "fallbacks": len(answer.fallbacks), "retries": answer.retries, "error": answer.error,
-                                       "latency_s": time.perf_counter() - t0}
+                                       "latency_s": latency, "stand_in": stand_in,
+                                       "correct": None if score is None else float(score["correct"])}
 
     bar = tqdm(total=len(day), desc="simulated day", unit="req", disable=not progress)
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
@@ -136,7 +150,8 @@ def replay(router, day: list[Request], concurrency: int = 8, time_limit_s: float
     table = []
     for request in day:
         row = results.get(request.request_id, {"route": "none", "outcome": "not sent (time limit)", "reason": "", "fallbacks": 0,
-                                               "retries": 0, "error": f"the replay's {time_limit_s:g} s limit came first", "latency_s": math.nan})
+                                               "retries": 0, "error": f"the replay's {time_limit_s:g} s limit came first", "latency_s": math.nan,
+                                               "stand_in": False, "correct": None})
         table.append({"request_id": request.request_id, "hour": request.hour, "has_pii": bool(request.pii_values),
                       "pii_kinds": ",".join(sorted(set(request.pii_kinds))), "difficulty": request.difficulty, **row})
     return pd.DataFrame(table)
@@ -162,7 +177,8 @@ def pii_audit(day: list[Request], sent_prompts: list[str]):
 
 def report(table, ledger_rows, prices_per_1m: tuple[float, float], scale: float) -> dict:
     """The day's figures: routing split, hourly bill vs all-API bill (both scaled to the real day), latency
-    percentiles per route and the fallbacks taken. ``prices_per_1m`` = the paid API's (input, output) USD per 1M
+    percentiles per route, the fallbacks taken, and triage accuracy per route with its interval (``quality``; a
+    stand-in's route is "not measured"). ``prices_per_1m`` = the paid API's (input, output) USD per 1M
     tokens (Lab 01's snapshot); ``scale`` = conversations each simulated request stands for."""
     import pandas as pd
 
@@ -178,7 +194,9 @@ def report(table, ledger_rows, prices_per_1m: tuple[float, float], scale: float)
     latency = merged[answered].groupby("route")["latency_s"].describe(percentiles=[0.5, 0.95, 0.99])[["count", "50%", "95%", "99%"]]
     fallbacks = merged[merged["fallbacks"] > 0].groupby(["route", "outcome"]).size().rename("requests").to_frame()
     day_hybrid, day_api = hourly["hybrid USD"].sum(), hourly["all-API USD"].sum()
+    stand_ins = set(merged.loc[merged["stand_in"].astype(bool), "route"]) if "stand_in" in merged else set()
     return {"table": merged, "split": split, "hourly": hourly, "latency": latency, "fallbacks": fallbacks,
+            "quality": quality(merged, stand_ins),
             "day_hybrid_usd": float(day_hybrid), "day_all_api_usd": float(day_api),
             "paid_share": float((merged["route"] == "paid").mean()), "lost": int((~merged["outcome"].isin(["answered", "failed"])).sum())}
 
@@ -191,26 +209,41 @@ def api_prices(model: str) -> tuple[float, float]:
     return price.input, price.output
 
 
-def monthly_bills(figures: dict, self_host_month: float | None = None, lab01_api_month: float | None = None, days: float = 30.0):
+def monthly_bills(figures: dict, self_host_month: float | None = None, lab01_api_month: float | None = None, days: float = 30.0,
+                  inputs: dict | None = None):
     """The simulated day scaled to a month (USD a month, one column). The day's requests are single messages with a
     short reply budget, smaller than Lab 01's conversation (system prompt, several turns), so the hybrid is also
-    priced at Lab 01's size: its API share of the day's bill applied to Lab 01's all-API estimate, plus the local
-    model's hosting (Lab 01's self-host monthly cost, paid whether the GPUs are busy or not)."""
+    priced at Lab 01's size with Lab 01's cost model (``inputs``: ``tco.lab01_inputs()``): the day's API share of
+    the bill applied to Lab 01's all-API estimate, plus self-hosting sized for the traffic the router kept local
+    (``tco.hybrid_monthly``, the function the capstone memo uses too). Without ``inputs``, the local part is Lab 01's
+    whole self-hosting bill (``self_host_month``)."""
     import pandas as pd
 
     share = figures["day_hybrid_usd"] / figures["day_all_api_usd"] if figures["day_all_api_usd"] else 0.0
     bills = {"all-API, the day's requests x 30": figures["day_all_api_usd"] * days,
              "hybrid API share, the day's requests x 30": figures["day_hybrid_usd"] * days}
-    if lab01_api_month is not None:
+    if inputs is not None:
+        from ..tco import hybrid_monthly, outcome
+
+        hybrid = hybrid_monthly(inputs, figures["paid_share"], share)
+        bills["all-API at Lab 01's conversation size (Lab 01)"] = outcome(inputs)["api_monthly"]
+        bills["hybrid at Lab 01's size: API share"] = hybrid["api part"]
+        bills["hybrid at Lab 01's size: local hosting for the traffic kept local"] = hybrid["local part"]
+        bills["hybrid at Lab 01's size: API share + local hosting"] = hybrid["total"]
+    elif lab01_api_month is not None:
         bills["all-API at Lab 01's conversation size (Lab 01)"] = lab01_api_month
         bills["hybrid at Lab 01's size: API share"] = share * lab01_api_month
         if self_host_month is not None:
             bills["hybrid at Lab 01's size: API share + local hosting"] = share * lab01_api_month + self_host_month
-    return pd.Series(bills, name="USD a month").to_frame()
+    frame = pd.Series(bills, name="USD a month").to_frame()
+    if inputs is not None:
+        frame.attrs["hybrid gpus"] = hybrid["gpus"]
+    return frame
 
 
-def key_results(figures: dict, bill, audit) -> tuple[dict, dict]:
-    """What Lab 05 saves for the capstone (``helpers.results``)."""
+def key_results(figures: dict, bill, audit, model=None, paid=None) -> tuple[dict, dict]:
+    """What Lab 05 saves for the capstone (``helpers.results``): ``model`` is the served ``desk.DeskModel``, ``paid``
+    the paid upstream (a stand-in or a real endpoint: its latency and quality are labelled accordingly)."""
     split = figures["table"]
     values = {"requests": int(len(split)), "share local": float((split["route"] == "local").mean()),
               "share paid": figures["paid_share"], "share failed": float((split["outcome"] == "failed").mean()),
@@ -218,9 +251,32 @@ def key_results(figures: dict, bill, audit) -> tuple[dict, dict]:
               **{f"usd per month: {name}": float(value) for name, value in bill["USD a month"].items()},
               "pii values to paid API (detected kinds)": int(audit[audit["detected by the router"].astype(bool)]["reached the paid API"].sum()),
               "pii values to paid API (undetected kinds)": int(audit[~audit["detected by the router"].astype(bool)]["reached the paid API"].sum())}
-    if "local" in figures["latency"].index:
-        values["local p50 latency s"] = float(figures["latency"].loc["local", "50%"])
-    units = {**{f"usd per month: {name}": "USD" for name in bill.index}, "local p50 latency s": "s"}
+    for route in ("local", "paid"):
+        if route in figures["latency"].index:
+            values[f"{route} p50 latency s"] = float(figures["latency"].loc[route, "50%"])
+            values[f"{route} p95 latency s"] = float(figures["latency"].loc[route, "95%"])
+        row = figures["quality"].loc[route] if route in figures["quality"].index else None
+        if row is not None and row["status"] == "measured":
+            values.update({f"{route} accuracy {name}": float(row[column]) for name, column in (("rate", "accuracy"), ("low", "low"), ("high", "high"))})
+            values[f"{route} accuracy n"] = int(row["scored"])
+        values[f"{route} accuracy status"] = str(row["status"]) if row is not None else "no answers"
+    values["pii values in the day"] = int(audit["values"].sum()) if "values" in audit else 0
+    answered = split[split["outcome"] == "answered"]
+    if len(answered):
+        values["all p95 latency s"] = float(answered["latency_s"].quantile(0.95))
+    measured_routes = figures["quality"][figures["quality"]["answered"] > 0]
+    if len(measured_routes) and (measured_routes["status"] == "measured").all():
+        from ..finetune.lora import wilson_interval
+
+        k, n = int(measured_routes["correct"].sum()), int(measured_routes["scored"].sum())
+        values.update({"all accuracy rate": k / n, "all accuracy low": wilson_interval(k, n)[0], "all accuracy high": wilson_interval(k, n)[1],
+                       "all accuracy n": n})
+    if model is not None:
+        values["served model"] = "fine-tuned (Lab 03)" if model.tuned else "base model (Lab 03 not run)"
+    if paid is not None:
+        values["paid upstream"] = getattr(paid, "provenance", "stand-in")
+    units = {**{f"usd per month: {name}": "USD" for name in bill.index},
+             **{f"{route} p{q} latency s": "s" for route in ("local", "paid") for q in (50, 95)}, "all p95 latency s": "s"}
     return values, units
 
 
@@ -233,8 +289,8 @@ def _stand_in_router(policy, local_url: str, paid_url: str, ledger_url: str, cap
     from .router import Router
 
     os.environ.setdefault("OTS_STANDIN_KEY", "the-stand-in-needs-no-key")
-    local = dataclasses.replace(policy.local, base_url=local_url, timeout_s=5.0)
-    paid = dataclasses.replace(policy.paid, base_url=paid_url, api_key_env="OTS_STANDIN_KEY", timeout_s=5.0)
+    local = dataclasses.replace(policy.local, base_url=local_url, timeout_s=5.0, stand_in=True)
+    paid = dataclasses.replace(policy.paid, base_url=paid_url, api_key_env="OTS_STANDIN_KEY", timeout_s=5.0, stand_in=True)
     fast = dataclasses.replace(policy, local=local, paid=paid, monthly_cap_usd=cap, backoff_initial_s=0.01, backoff_max_s=0.05,
                                breaker_cooldown_s=0.5)
     return Router(fast, Ledger(ledger_url, monthly_cap_usd=cap), difficulty=difficulty, decide=decide, guard=guard)

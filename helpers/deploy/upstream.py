@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable  # noqa: F401 - named in UpstreamConfig's annotation
 
 from ..errors import InputError
 
@@ -39,6 +40,9 @@ class UpstreamConfig:
     retry_after_s: float = 0.05
     timeout_s: float = 5.0  # how long a "timeout" fault holds the request before answering
     seed: int = 0
+    # the reply for a prompt (the system and user messages joined); None: the fixed sentence. Tests use it to stand in
+    # for a model that answers the desk's task, right or wrong as they choose
+    answer: Callable[[str], str] | None = None
 
     def __post_init__(self):
         unknown = set(self.faults) - set(FAULTS)
@@ -57,6 +61,9 @@ def _reply_words(prompt: str, max_tokens: int) -> list[str]:
 
 class StandInUpstream:
     """``with StandInUpstream(UpstreamConfig(faults={"429": 0.1})) as api: OpenAI(base_url=api.base_url, ...)``"""
+
+    stand_in = True  # its answers are a fixed sentence: never scored as quality
+    provenance = "the kit's stand-in"
 
     def __init__(self, config: UpstreamConfig | None = None, port: int = 0):
         self.config = config or UpstreamConfig()
@@ -96,6 +103,10 @@ class StandInUpstream:
         self._thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------- lifecycle
+    @property
+    def model(self) -> str:
+        return self.config.model
+
     @property
     def port(self) -> int:
         return self._server.server_address[1]
@@ -185,7 +196,10 @@ class StandInUpstream:
             return
         if fault in ("500", "503"):
             return self._json(handler, int(fault), {"error": {"message": "upstream error", "type": "server_error"}})
-        words = _reply_words(prompt, int(request.get("max_tokens") or 32))
+        if self.config.answer is not None:
+            words = str(self.config.answer(prompt)).split(" ")
+        else:
+            words = _reply_words(prompt, int(request.get("max_tokens") or 32))
         usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(words),
                  "total_tokens": len(prompt.split()) + len(words)}
         base = {"id": f"chatcmpl-{len(self.seen)}", "created": int(time.time()), "model": request.get("model") or self.config.model}
@@ -236,3 +250,72 @@ def calibrated_config(model: str = "gpt-4o-mini", reply_tokens: int = 32, faults
     median = published["ttft_s"]["value"] + reply_tokens / published["output_tokens_per_s"]["value"]
     return UpstreamConfig(model=model, median_latency_s=median / speedup, latency_sigma=0.3, faults=dict(faults or {}), seed=seed)
 
+
+
+# ---------------------------------------------------------------- the paid side: a real endpoint, or the stand-in
+PAID_ENV = {"model": "OTS_PAID_MODEL", "base_url": "OTS_PAID_BASE_URL", "key_env": "OTS_PAID_KEY_ENV", "price_model": "OTS_PAID_PRICE_MODEL"}
+DEFAULT_PAID_URL, DEFAULT_KEY_ENV = "https://api.openai.com/v1", "OPENAI_API_KEY"
+
+
+@dataclass
+class RealEndpoint:
+    """A real OpenAI-compatible paid API, configured by environment variables only (:func:`paid_upstream`). The key
+    stays in the environment: this object holds the variable's *name*, never its value."""
+
+    base_url: str
+    model: str
+    api_key_env: str
+    price_model: str
+    stand_in = False
+
+    @property
+    def provenance(self) -> str:
+        return f"measured: {self.model} at {self.base_url}"
+
+    def start(self) -> "RealEndpoint":
+        return self
+
+    def stop(self) -> None:  # nothing of ours runs: the API is someone else's server
+        pass
+
+
+def paid_upstream(reply_tokens: int = 32, seed: int = 0, latency_model: str = "gpt-4o-mini", environ=None):
+    """The paid upstream Lab 05 routes to: a real endpoint when ``OTS_PAID_MODEL`` is set (with ``OTS_PAID_BASE_URL``,
+    default OpenAI's, the key in the variable ``OTS_PAID_KEY_ENV`` names, default ``OPENAI_API_KEY``, and the price row
+    ``OTS_PAID_PRICE_MODEL``, default the model), else the stand-in calibrated to ``latency_model``'s published latency,
+    started. Either has ``base_url``, ``model``, ``stand_in``, ``provenance`` and ``stop()``."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    model = environ.get(PAID_ENV["model"], "").strip()
+    if not model:
+        config = calibrated_config(latency_model, reply_tokens=reply_tokens, seed=seed)
+        upstream = StandInUpstream(config).start()
+        published = published_latency(latency_model)["ttft_s"]
+        upstream.provenance = (f"stand-in calibrated to {latency_model}'s published latency ({published['source']}, {published['date']}); "
+                               f"set {PAID_ENV['model']} and a key to measure a real API")
+        return upstream
+    key_env = environ.get(PAID_ENV["key_env"], DEFAULT_KEY_ENV).strip() or DEFAULT_KEY_ENV
+    if not environ.get(key_env):
+        raise InputError(f"{PAID_ENV['model']}={model} asks for a real paid API, but the environment variable {key_env} "
+                         "that should hold its key is empty",
+                         fix=f"export {key_env}=... in the shell that starts Jupyter (never in a notebook cell or a file), "
+                             f"or unset {PAID_ENV['model']} to use the stand-in")
+    price_model = environ.get(PAID_ENV["price_model"], model).strip() or model
+    from ..tco import get_api_price
+
+    try:
+        get_api_price(price_model)
+    except InputError as error:
+        raise InputError(f"no price for {price_model!r} in Lab 01's dated snapshot, so the ledger could not bill it ({error.problem})",
+                         fix=f"export {PAID_ENV['price_model']}= a model listed in datasets/tco/api_prices.csv with the same prices") from None
+    base_url = environ.get(PAID_ENV["base_url"], DEFAULT_PAID_URL).strip() or DEFAULT_PAID_URL
+    return RealEndpoint(base_url.rstrip("/"), model, key_env, price_model)
+
+
+def paid_prompts(paid, router) -> list[str]:
+    """What reached the paid side, for the personal-data audit: the stand-in's own record of every request it received
+    (independent of the router's code), or, for a real API, every prompt the router put on the wire to it."""
+    if getattr(paid, "stand_in", True) and hasattr(paid, "seen"):
+        return [seen["prompt"] for seen in paid.seen]
+    return list(router.sent["paid"])

@@ -1,7 +1,16 @@
-"""The decision memo: the learner's numbers from Labs 01-05 turned into a go / no-go recommendation.
+"""The decision memo: the learner's numbers from Labs 01-05 judged against the desk's four bars.
 
-Every figure comes from the results store (``helpers.results``) or the claims ledger (``helpers.ledger``);
-where a lab was not run, the memo says which lab to run and uses the course's dated default, labelled as such.
+Every figure comes from the results store (``helpers.results``) or the claims ledger (``helpers.ledger``) and keeps
+its provenance: the learner's own run (lab, tier, day), the course's recorded run (which GPU, which day), or a dated
+published source. A missing figure says which lab measures it and is a named gap, never a pass.
+
+The memo decides on four bars, the desk's own and dated in ``datasets/scenario.csv`` (``bar_*`` rows): minimum
+triage accuracy, p95 latency, personal data off the machine, and the monthly budget. Each option (all-API,
+self-hosted, hybrid) is judged on each bar with the measured figure and its interval: **pass**, **fail**, **unclear**
+(the interval straddles the bar) or **not measured**. Only an option that passes all four is recommended, the
+cheapest of those by median; otherwise the memo says which bar stops each option and what to measure or fix next.
+Its costs come from the same functions as Labs 01 and 05 (``tco.lab01_inputs``, ``tco.hybrid_monthly``), and
+:func:`reconcile` shows, step by step, why the memo's figures differ from theirs.
 """
 from __future__ import annotations
 
@@ -9,150 +18,496 @@ import base64
 import datetime as dt
 import html
 import io
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..paths import quick_mode, quick_variant
 
-# (lab, stored name) -> what the memo calls it; the default comes from the dated data files when the lab was not run
+# (lab, stored name, what the memo calls it, how to show it: usd / share / s / count / text)
 INPUTS = [
-    ("01", "api model", "API model priced"),
-    ("01", "api usd per month", "all-API bill a month (Lab 01's model)"),
-    ("01", "self-host usd per month", "self-hosting a month (Lab 01's model)"),
-    ("01", "break-even conversations per month", "break-even volume"),
-    ("03", "category after rate", "ticket category accuracy after LoRA"),
-    ("03", "category after low", "  its 95% interval, low"),
-    ("03", "category after high", "  its 95% interval, high"),
-    ("04", "measured efficiency", "measured share of the bandwidth roofline"),
-    ("04", "server ttft p50 s", "local server TTFT p50 (s)"),
-    ("04", "server tpot p50 s", "local server TPOT p50 (s)"),
-    ("05", "share paid", "share of traffic the router sent to the paid API"),
-    ("05", "api cost share", "hybrid API bill / all-API bill (same requests)"),
-    ("05", "pii values to paid API (detected kinds)", "detected personal data sent to the paid API"),
-    ("05", "local p50 latency s", "local end-to-end latency p50 (s)"),
+    ("01", "api model", "API model priced", "text"),
+    ("01", "api usd per month", "all-API bill a month (Lab 01's model)", "usd"),
+    ("01", "self-host usd per month", "self-hosting a month (Lab 01's model)", "usd"),
+    ("01", "break-even conversations per month", "break-even volume (conversations a month)", "count"),
+    ("03", "category after rate", "triage accuracy after LoRA, held-out tickets", "share"),
+    ("03", "category after low", "  its 95% interval, low", "share"),
+    ("03", "category after high", "  its 95% interval, high", "share"),
+    ("04", "measured efficiency", "share of the bandwidth roofline reached", "share"),
+    ("04", "server ttft p50 s", "local server TTFT p50", "s"),
+    ("04", "server tpot p50 s", "local server TPOT p50", "s"),
+    ("05", "served model", "model Lab 05 deployed", "text"),
+    ("05", "share paid", "share of requests the router sent to the paid API", "share"),
+    ("05", "api cost share", "paid requests' share of the all-API bill (same requests)", "share"),
+    ("05", "local accuracy rate", "triage accuracy, local route (the day's tickets)", "share"),
+    ("05", "local accuracy low", "  its 95% interval, low", "share"),
+    ("05", "local accuracy high", "  its 95% interval, high", "share"),
+    ("05", "paid accuracy status", "triage accuracy, paid route", "text"),
+    ("05", "paid accuracy rate", "  measured accuracy, paid route", "share"),
+    ("05", "all accuracy rate", "triage accuracy, all routes", "share"),
+    ("05", "all accuracy low", "  its 95% interval, low", "share"),
+    ("05", "all accuracy high", "  its 95% interval, high", "share"),
+    ("05", "local p95 latency s", "end-to-end latency p95, local route", "s"),
+    ("05", "paid p95 latency s", "end-to-end latency p95, paid route", "s"),
+    ("05", "all p95 latency s", "end-to-end latency p95, all routes", "s"),
+    ("05", "pii values in the day", "personal-data values in the day's tickets", "count"),
+    ("05", "pii values to paid API (detected kinds)", "personal data reaching the paid API: kinds the router detects", "count"),
+    ("05", "pii values to paid API (undetected kinds)", "personal data reaching the paid API: kinds it cannot detect", "count"),
+    ("05", "usd per month: hybrid at Lab 01's size: API share + local hosting", "hybrid a month (Lab 05, at Lab 01's size)", "usd"),
+    ("05", "paid upstream", "paid upstream in Lab 05", "text"),
 ]
+OPTIONS = ("all-API", "self-hosted", "hybrid")
+BARS = ("accuracy", "p95 latency", "personal data off the machine", "budget")
+PASS, FAIL, UNCLEAR, GAP = "pass", "fail", "unclear", "not measured"
 
 
-@dataclass
-class Memo:
-    inputs: "object"        # DataFrame: what the memo uses, value and source
-    options: "object"       # DataFrame: monthly cost per option, median and interval
-    measured: "object"      # DataFrame: quality and latency
-    risks: "object"         # DataFrame: claims that did not hold
-    recommendation: str
-    figures: dict
+# ---------------------------------------------------------------- formatting
+def money(value) -> str:
+    return "-" if _missing(value) else f"-${-value:,.0f}" if value < 0 else f"${value:,.0f}"
+
+
+def percent(value) -> str:
+    return "-" if _missing(value) else f"{100 * value:.0f}%"
+
+
+def show(value, kind: str) -> str:
+    """A figure as a reader wants it: money as money, fractions as percentages, seconds with two digits."""
+    if _missing(value):
+        return "-"
+    if kind == "usd":
+        return money(value)
+    if kind == "share":
+        return percent(value)
+    if kind == "s":
+        return f"{value:.2f} s"
+    if kind == "count":
+        return f"{value:,.0f}"
+    return str(value)
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+# ---------------------------------------------------------------- inputs and their provenance
+def _source(lab: str, name: str, entry: dict | None, store: dict) -> str:
+    if entry is None:
+        if not store.get(lab):
+            return f"missing: run Lab {lab} to the end"
+        if lab == "05" and (name.startswith("paid accuracy") or name.startswith("all accuracy")):
+            status = str(store[lab].get("paid accuracy status", {}).get("value", ""))
+            why = ("the paid API was the kit's stand-in" if "stand-in" in status else status or "the paid route answered nothing")
+            return f"not measured in your Lab 05 run: {why}"
+        return f"not measured in your Lab {lab} run (an older run, or nothing to measure): re-run Lab {lab} to the end"
+    mine = f"your Lab {lab}, {entry.get('tier', '?')} tier, {str(entry.get('recorded', '?'))[:10]}"
+    if (lab, name) == ("04", "measured efficiency"):
+        where = str(store.get("04", {}).get("measured efficiency source", {}).get("value", ""))
+        if where.startswith("recorded"):
+            return f"the course's {where} (read by your Lab 04, not measured by it)"
+        if not where and entry.get("tier") == "cpu":
+            return "the course's recorded GPU run (your Lab 04 ran on a CPU and read it)"
+        return f"{mine} ({where})" if where else mine
+    if lab == "05" and name.startswith("paid") and "latency" in name:
+        upstream = str(store.get("05", {}).get("paid upstream", {}).get("value", "stand-in"))
+        if not upstream.startswith("measured"):
+            return f"published figure via the stand-in in your Lab 05 ({upstream})"
+    return mine
 
 
 def inputs(store: dict | None = None):
-    """Each input the memo uses: its value, and where it came from (your Lab NN run on a date and tier, or missing)."""
+    """Each input the memo uses: its value, how it is shown, and where it came from (your Lab NN run on a date and tier,
+    the course's recorded run, a published figure, or missing)."""
     import pandas as pd
 
     from .. import results
 
     store = results.load() if store is None else store
     rows = []
-    for lab, name, label in INPUTS:
+    for lab, name, label, kind in INPUTS:
         entry = store.get(lab, {}).get(name)
-        source = (f"your Lab {lab}, {entry.get('tier', '?')} tier, {entry.get('recorded', '?')[:10]}" if entry
-                  else f"missing: run Lab {lab} to the end")
-        rows.append({"input": label, "lab": lab, "value": entry["value"] if entry else None, "source": source})
-    return pd.DataFrame(rows).set_index("input")
+        value = entry["value"] if entry else None
+        rows.append({"input": label, "lab": lab, "name": name, "kind": kind, "value": value, "shown": show(value, kind),
+                     "source": _source(lab, name, entry, store)})
+    frame = pd.DataFrame(rows).set_index("name")
+    frame.attrs["store"] = store
+    return frame
 
 
-def _value(table, label, default=None):
-    value = table.loc[label, "value"]
-    return default if value is None or (isinstance(value, float) and value != value) else value
+def _value(table, name, default=None):
+    if name not in table.index:
+        return default
+    value = table.loc[name, "value"]
+    return default if _missing(value) else value
+
+
+def _entry(table, name) -> tuple[object, str]:
+    return _value(table, name), table.loc[name, "source"]
+
+
+# ---------------------------------------------------------------- costs
+def base_inputs(table) -> dict:
+    """Lab 01's inputs as the learner ran them, with the bandwidth efficiency Lab 04 found (or read) in place."""
+    from .. import tco
+
+    base = tco.lab01_inputs(table.attrs.get("store"))
+    base["api_model"] = _value(table, "api model", base["api_model"])
+    efficiency = _value(table, "measured efficiency")
+    if efficiency is not None:
+        base["bandwidth_efficiency"] = min(max(float(efficiency), 0.01), 1.0)
+    return base
+
+
+def _shares(table) -> tuple[float, float]:
+    request_share = float(_value(table, "share paid", 0.2))
+    return request_share, float(_value(table, "api cost share", request_share))
+
+
+def _monthly(inputs: dict, request_share: float, cost_share: float) -> dict[str, float]:
+    from .. import tco
+
+    full = tco.outcome(inputs)
+    return {"all-API": full["api_monthly"], "self-hosted": full["self_monthly"],
+            "hybrid": tco.hybrid_monthly(inputs, request_share, cost_share)["total"]}
 
 
 def options(table, samples: int = 400, seed: int = 0):
-    """Monthly cost (one-offs spread over the horizon) of all-API, all self-hosted and the hybrid, with a 90 % interval
-    from Lab 01's Monte Carlo uncertainties. The learner's numbers replace the defaults where stored: the API model
-    (Lab 01), the measured bandwidth efficiency (Lab 04), the paid share of traffic (Lab 05)."""
+    """Monthly cost of all-API, all self-hosted and the hybrid: the point estimate at your inputs, and the median and
+    90 % interval over Lab 01's uncertainty ranges (drawn ``samples`` times). The hybrid pays the API for the share of
+    the bill Lab 05's router sent there and self-hosts the rest on a fleet sized for it (``tco.hybrid_monthly``)."""
     import numpy as np
     import pandas as pd
 
     from .. import tco
 
-    base = tco.default_inputs()
-    base["api_model"] = _value(table, "API model priced", base["api_model"])
-    base["bandwidth_efficiency"] = _value(table, "measured share of the bandwidth roofline", base["bandwidth_efficiency"])
-    paid_share = float(_value(table, "share of traffic the router sent to the paid API", 0.2))
-    rng = np.random.default_rng(seed)
+    base = base_inputs(table)
+    request_share, cost_share = _shares(table)
     draws = tco.default_distributions(base)
-    draws.pop("bandwidth_efficiency") if _value(table, "measured share of the bandwidth roofline") is not None else None
-    rows = []
-    for _ in range(samples):
-        drawn = {**base, **{name: draw(rng) for name, draw in draws.items()}}
-        full = tco.outcome(drawn)
-        local = tco.outcome({**drawn, "conversations_per_month": drawn["conversations_per_month"] * (1 - paid_share)})
-        rows.append({"all-API": full["api_monthly"], "self-hosted": full["self_monthly"],
-                     "hybrid": paid_share * full["api_monthly"] + local["self_monthly"]})
-    frame = pd.DataFrame(rows)
+    if _value(table, "measured efficiency") is not None:
+        draws.pop("bandwidth_efficiency")
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame([_monthly({**base, **{name: draw(rng) for name, draw in draws.items()}}, request_share, cost_share)
+                          for _ in range(samples)])
     summary = frame.quantile([0.05, 0.5, 0.95]).T
     summary.columns = ["low (5%)", "median", "high (95%)"]
-    summary.attrs.update(paid_share=paid_share, api_model=base["api_model"], bandwidth_efficiency=base["bandwidth_efficiency"])
+    summary.insert(0, "your inputs", pd.Series(_monthly(base, request_share, cost_share)))
+    summary.attrs.update(paid_share=request_share, cost_share=cost_share, api_model=base["api_model"],
+                         bandwidth_efficiency=base["bandwidth_efficiency"])
     return summary, frame
 
 
-def measured(table):
-    """Quality and latency the learner measured (rows without a measurement say which lab measures them)."""
+def _distribution_median(draw, n: int = 2001) -> float:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return float(np.median([draw(rng) for _ in range(n)]))
+
+
+def reconcile(table, summary):
+    """Why the memo's monthly figures differ from Labs 01 and 05, step by step: the lab's own figure, the same inputs
+    recomputed, the efficiency Lab 04 found, then the median over the uncertainty ranges, with the ranges that move it
+    most (their middle is not Lab 01's point value: e.g. engineering time drawn from 0.25 to 1.5 people)."""
     import pandas as pd
 
-    names = ["ticket category accuracy after LoRA", "  its 95% interval, low", "  its 95% interval, high", "local server TTFT p50 (s)",
-             "local server TPOT p50 (s)", "local end-to-end latency p50 (s)", "detected personal data sent to the paid API"]
-    return pd.DataFrame({"value": [table.loc[n, "value"] for n in names], "source": [table.loc[n, "source"] for n in names]}, index=names)
+    from .. import tco
+
+    lab01 = tco.lab01_inputs(table.attrs.get("store"))
+    base = base_inputs(table)
+    request_share, cost_share = _shares(table)
+    at_lab01, at_base = _monthly(lab01, request_share, cost_share), _monthly(base, request_share, cost_share)
+    movers = {}
+    for name, draw in tco.default_distributions(base).items():
+        if name == "bandwidth_efficiency" and _value(table, "measured efficiency") is not None:
+            continue
+        middle = _distribution_median(draw)
+        moved = _monthly({**base, name: middle}, request_share, cost_share)
+        movers[name] = (middle, moved)
+    efficiency_step = (f"bandwidth efficiency {percent(base['bandwidth_efficiency'])} ({table.loc['measured efficiency', 'source']}) "
+                       f"instead of Lab 01's {percent(lab01['bandwidth_efficiency'])}; GPUs {tco.outcome(lab01)['gpus']} -> {tco.outcome(base)['gpus']}")
+    lab_figure = {"all-API": ("Lab 01", _value(table, "api usd per month")), "self-hosted": ("Lab 01", _value(table, "self-host usd per month")),
+                  "hybrid": ("Lab 05", _value(table, "usd per month: hybrid at Lab 01's size: API share + local hosting"))}
+    rows = []
+    for option in OPTIONS:
+        lab, figure = lab_figure[option]
+        rows.append({"option": option, "step": f"{lab}'s figure (your run)", "USD a month": figure,
+                     "why": "missing: run the lab" if figure is None else ""})
+        recomputed = at_lab01[option]
+        why = (f"Lab 01's inputs with Lab 05's shares (paid {percent(request_share)} of requests, {percent(cost_share)} of the bill)"
+               if option == "hybrid" else "Lab 01's inputs")
+        if figure is not None and abs(recomputed - figure) > 0.005 * max(abs(figure), 1.0):
+            why += ": differs from the lab's figure, so the lab ran with other inputs (its calculator or an older run)"
+        rows.append({"option": option, "step": "recomputed by the memo", "USD a month": recomputed, "why": why})
+        rows.append({"option": option, "step": "with Lab 04's efficiency", "USD a month": at_base[option],
+                     "why": efficiency_step if option != "all-API" else "the API bill does not depend on it"})
+        top = sorted(movers.items(), key=lambda item: -abs(item[1][1][option] - at_base[option]))[:2]
+        why = "; ".join(f"{name} at its range's middle {middle:,.2f} moves it by {money(moved[option] - at_base[option])}"
+                        for name, (middle, moved) in top if abs(moved[option] - at_base[option]) >= 1)
+        rows.append({"option": option, "step": "median over the uncertainty ranges", "USD a month": summary.loc[option, "median"],
+                     "why": why or "the ranges are centred on your inputs"})
+    return pd.DataFrame(rows).set_index(["option", "step"])
+
+
+# ---------------------------------------------------------------- the desk's bars
+def bars():
+    """The desk's four bars (``datasets/scenario.csv``, ``bar_*`` rows): value, unit, source, date and why."""
+    import pandas as pd
+
+    from ..data import load_rows
+
+    rows = {r["name"]: r for r in load_rows("scenario.csv", numeric=["value"]) if str(r["name"]).startswith("bar_")}
+    names = {"accuracy": "bar_min_accuracy", "p95 latency": "bar_p95_latency_s", "personal data off the machine": "bar_pii_off_machine",
+             "budget": "bar_budget_usd_per_month"}
+    missing = [row for row in names.values() if row not in rows]
+    if missing:
+        from ..errors import DataError
+
+        raise DataError(f"datasets/scenario.csv has no {', '.join(missing)} row", fix="restore the desk's bars (bar_* rows) in the scenario file")
+    frame = pd.DataFrame([{"bar": bar, "value": float(rows[row]["value"]), "unit": rows[row]["unit"], "source": rows[row]["source"],
+                           "date": str(rows[row]["date"]), "why": rows[row].get("notes", "")} for bar, row in names.items()]).set_index("bar")
+    frame["shown"] = [(f"at least {percent(v)}" if bar == "accuracy" else f"at most {v:.1f} s" if bar == "p95 latency"
+                       else f"{v:,.0f} values" if bar == "personal data off the machine" else f"at most {money(v)} a month")
+                      for bar, v in frame["value"].items()]
+    return frame
+
+
+def _verdict_interval(value, low, high, bar: float, higher_is_better: bool) -> str:
+    if _missing(value):
+        return GAP
+    low = value if _missing(low) else low
+    high = value if _missing(high) else high
+    if higher_is_better:
+        return PASS if low >= bar else FAIL if high < bar else UNCLEAR
+    return PASS if high <= bar else FAIL if low > bar else UNCLEAR
+
+
+def evidence(table, summary):
+    """Each option's figure for each bar, with its interval and source (rows: option x bar)."""
+    import pandas as pd
+
+    store = table.attrs.get("store", {})
+    served_tuned = str(_value(table, "served model", "")).startswith("fine-tuned")
+    rows = []
+
+    def add(option, bar, value, low=None, high=None, shown=None, source=""):
+        rows.append({"option": option, "bar": bar, "value": value, "low": low, "high": high, "shown": shown, "source": source})
+
+    # accuracy: the deployed model on the desk's traffic (Lab 05), else the tuned model on held-out tickets (Lab 03)
+    if served_tuned and _value(table, "local accuracy rate") is not None:
+        local = tuple(_value(table, f"local accuracy {k}") for k in ("rate", "low", "high")), table.loc["local accuracy rate", "source"]
+    elif _value(table, "category after rate") is not None:
+        local = tuple(_value(table, f"category after {k}") for k in ("rate", "low", "high")), table.loc["category after rate", "source"] + \
+            " (held-out tickets; Lab 05 did not deploy the tuned model)"
+    else:
+        local = (None, None, None), "not measured: run Lab 03 (and Lab 05 to measure it deployed)"
+    add("self-hosted", "accuracy", *local[0], source=local[1])
+    paid_status = _value(table, "paid accuracy status")
+    if _value(table, "paid accuracy rate") is not None:
+        paid = tuple(_value(table, f"paid accuracy {k}") for k in ("rate", "low", "high"))
+        add("all-API", "accuracy", *paid, source=table.loc["paid accuracy rate", "source"])
+    else:
+        why = "the paid API in Lab 05 was the stand-in" if paid_status in (None, "not measured (stand-in)") else str(paid_status)
+        add("all-API", "accuracy", None, source=f"not measured: {why} (set OTS_PAID_MODEL and a key, then re-run Lab 05)")
+    if _value(table, "all accuracy rate") is not None:
+        add("hybrid", "accuracy", *(_value(table, f"all accuracy {k}") for k in ("rate", "low", "high")), source=table.loc["all accuracy rate", "source"])
+    else:
+        add("hybrid", "accuracy", None, source="not measured: its paid share was answered by the stand-in" if local[0][0] is not None
+            else "not measured: run Labs 03 and 05")
+    # p95 latency, end to end, per route (Lab 05)
+    for option, name in (("self-hosted", "local p95 latency s"), ("all-API", "paid p95 latency s"), ("hybrid", "all p95 latency s")):
+        value, source = _entry(table, name)
+        if option == "hybrid" and value is not None and not str(_value(table, "paid upstream", "stand-in")).startswith("measured"):
+            source += "; its paid requests timed against the stand-in's published latency"
+        add(option, "p95 latency", value, source=source if value is not None else "not measured: run Lab 05")
+    # personal data off the machine: counted per labelled value in Lab 05's audit
+    in_day = _value(table, "pii values in the day")
+    detected, undetected = _value(table, "pii values to paid API (detected kinds)"), _value(table, "pii values to paid API (undetected kinds)")
+    audit_source = table.loc["pii values to paid API (detected kinds)", "source"]
+    add("self-hosted", "personal data off the machine", 0, shown="0 (every request served on the machine)",
+        source="by construction: nothing is sent to a third party")
+    add("all-API", "personal data off the machine", in_day, shown=None if in_day is None else f"{in_day:,.0f} (every labelled value in the day)",
+        source=table.loc["pii values in the day", "source"] if in_day is not None else "not measured: run Lab 05")
+    if detected is None and undetected is None:
+        add("hybrid", "personal data off the machine", None, source="not measured: run Lab 05")
+    else:
+        leaked = (detected or 0) + (undetected or 0)
+        add("hybrid", "personal data off the machine", leaked,
+            shown=f"{leaked:,.0f} ({detected or 0:,.0f} of kinds the router detects, {undetected or 0:,.0f} of kinds it cannot)", source=audit_source)
+    # budget: the cost interval
+    for option in OPTIONS:
+        row = summary.loc[option]
+        add(option, "budget", row["median"], row["low (5%)"], row["high (95%)"],
+            shown=f"{money(row['median'])} ({money(row['low (5%)'])}-{money(row['high (95%)'])})",
+            source="Lab 01's cost model with your inputs (Labs 01, 04, 05) and its uncertainty ranges")
+    frame = pd.DataFrame(rows).set_index(["option", "bar"])
+    for key, row in frame.iterrows():
+        if row["shown"] is None or _missing(row["shown"]):
+            kind = "share" if key[1] == "accuracy" else "s" if key[1] == "p95 latency" else "count"
+            text = show(row["value"], kind)
+            if not _missing(row["low"]) and key[1] == "accuracy":
+                text += f" ({percent(row['low'])}-{percent(row['high'])})"
+            frame.loc[key, "shown"] = text
+    frame.attrs["store"] = store
+    return frame
+
+
+def judge(table, summary, bar_table=None):
+    """Every option against every bar: the figure, the bar, the verdict (pass / fail / unclear / not measured), the source."""
+    bar_table = bars() if bar_table is None else bar_table
+    frame = evidence(table, summary)
+    verdicts = []
+    for (option, bar), row in frame.iterrows():
+        limit = bar_table.loc[bar, "value"]
+        if bar == "accuracy":
+            verdicts.append(_verdict_interval(row["value"], row["low"], row["high"], limit, higher_is_better=True))
+        elif bar == "budget":
+            verdicts.append(_verdict_interval(row["value"], row["low"], row["high"], limit, higher_is_better=False))
+        else:
+            verdicts.append(_verdict_interval(row["value"], None, None, limit, higher_is_better=False))
+    frame["bar shown"] = [bar_table.loc[bar, "shown"] for _, bar in frame.index]
+    frame["verdict"] = verdicts
+    return frame
+
+
+def verdict_grid(judgement):
+    """Options as rows, bars as columns, each cell the verdict (what the memo's first table shows)."""
+    return judgement["verdict"].unstack("bar").reindex(index=list(OPTIONS), columns=list(BARS))
+
+
+# ---------------------------------------------------------------- claims: risks and tailwinds
+def _outcome(verdict: str) -> str:
+    text = verdict.strip().lower()
+    if text.startswith("not tested"):
+        return "untested"
+    if text.startswith("does not hold"):
+        return "fails"
+    if text.startswith(("holds only", "holds in part")):
+        return "conditional"
+    return "holds" if text.startswith("holds") else "conditional"
+
+
+def bearing(claim: str, verdict: str, stance: str = "for") -> str:
+    """What a verdict means for the plan to leave the API: ``tailwind`` (evidence for it), ``risk`` (against it, or a
+    condition the plan must meet), ``context``, or ``untested`` (a named gap). A verdict saying reality is better than the claim (the saving is even
+    larger; the claim undersells it) is a tailwind whatever its wording."""
+    text = verdict.lower()
+    if _outcome(verdict) == "untested":
+        return "untested"
+    if stance == "context":
+        return "context" if _outcome(verdict) == "holds" else "risk"
+    better = any(marker in text for marker in ("even larger", "undersells", "even more"))
+    outcome = _outcome(verdict)
+    if stance == "against":
+        return "risk" if outcome == "holds" else "tailwind" if outcome == "fails" else "risk"
+    if better:
+        return "tailwind"
+    return "tailwind" if outcome == "holds" else "risk"
+
+
+def claims_split(claims):
+    """The claims ledger (``helpers.ledger.table()``) split into risks (against the plan, or conditions it must meet),
+    tailwinds (for it), context, and the claims not tested yet."""
+    from .. import ledger
+
+    seeds = ledger.seed_claims()
+    frame = claims.copy()
+    frame["bearing"] = [bearing(claim, verdict, seeds.get(claim, {}).get("stance") or "for") for claim, verdict in frame["verdict"].items()]
+    columns = [c for c in ("says", "lab", "verdict") if c in frame.columns]
+    return {kind: frame[frame["bearing"] == kind][columns] for kind in ("risk", "tailwind", "context", "untested")}
 
 
 def risks(claims):
-    """Claims whose verdict is not a plain "holds" (``helpers.ledger.table()``): each is a risk to the plan."""
-    plain = claims["verdict"].str.startswith("holds") & ~claims["verdict"].str.startswith("holds only")
-    return claims[~plain][["says", "lab", "verdict"]]
+    """The claims that work against the plan (see :func:`claims_split`)."""
+    return claims_split(claims)["risk"]
 
 
-def recommend(options_summary, measured_table, risk_table) -> str:
-    """The recommendation, computed: the cheapest option by median, whether its interval clears the all-API bill, and
-    the conditions that would block it (personal data leaving, quality not measured)."""
-    medians = options_summary["median"]
-    best = medians.idxmin()
-    api = options_summary.loc["all-API"]
-    import pandas as pd
+# ---------------------------------------------------------------- the recommendation
+def recommend(judgement, summary, split: dict | None = None) -> list[str]:
+    """The recommendation in short sentences, computed from the verdicts: only an option that passes every bar is
+    recommended (the cheapest of those by median); otherwise what stops each option, and the next step."""
+    grid = verdict_grid(judgement)
+    split = split or {}
+    medians = summary["median"]
+    api = summary.loc["all-API"]
+    passing = [o for o in OPTIONS if (grid.loc[o] == PASS).all()]
+    sentences = []
 
-    leaked = measured_table.loc["detected personal data sent to the paid API", "value"]
-    leaked = None if pd.isna(leaked) else leaked  # not measured (Lab 05 not run) is not a leak
-    quality = measured_table.loc["ticket category accuracy after LoRA", "value"]
-    quality = None if pd.isna(quality) else quality
-    if best == "all-API":
-        return (f"No-go for now: staying on the API is the cheapest option (median ${api['median']:,.0f} a month); "
-                f"revisit when volume grows past the break-even or prices change.")
-    confident = options_summary.loc[best, "high (95%)"] < api["low (5%)"]
-    saving = 1 - medians[best] / api["median"]
-    parts = [f"Go with the {best} option: median ${medians[best]:,.0f} a month vs ${api['median']:,.0f} all-API ({saving:.0%} less)"]
-    parts.append("and its 90% interval lies entirely below the API's" if confident else
-                 "but the intervals overlap: pilot it on part of the traffic before committing")
-    if leaked is not None and leaked > 0:
-        parts.append(f"only after fixing the router: {leaked:g} detected personal-data values reached the paid API")
-    if quality is None:
-        parts.append("quality has not been measured yet (run Lab 03): treat the recommendation as cost-only")
-    if best == "self-hosted" and "hybrid" in medians.index:
-        extra = medians["hybrid"] - medians[best]
-        parts.append(f"the hybrid costs ${extra:,.0f} more a month and keeps the {options_summary.attrs.get('paid_share', 0):.0%} "
-                     f"hardest requests on the paid model: choose it if the local model's quality on those is not good enough")
-    if len(risk_table):
-        parts.append(f"{len(risk_table)} claims did not hold as stated; they are listed as risks below")
-    return "; ".join(parts) + "."
+    def why_not(option: str) -> str:
+        parts = []
+        for bar in BARS:
+            verdict = grid.loc[option, bar]
+            if verdict == PASS:
+                continue
+            row = judgement.loc[(option, bar)]
+            if verdict == GAP:
+                parts.append(f"{bar} not measured")
+            else:
+                parts.append(f"{bar} {row['shown']} {'fails' if verdict == FAIL else 'is unclear against'} the bar ({row['bar shown']})")
+        return "; ".join(parts)
+
+    if passing:
+        best = min(passing, key=lambda o: medians[o])
+        sentences.append(f"Go with the {best} option.")
+        sentences.append(f"It passes all four of the desk's bars.")
+        if best != "all-API":
+            saving = 1 - medians[best] / api["median"]
+            sentences.append(f"Median cost {money(medians[best])} a month, {percent(saving)} less than all-API ({money(api['median'])}).")
+            sentences.append("Its 90% cost interval lies entirely below the API's." if summary.loc[best, "high (95%)"] < api["low (5%)"]
+                             else "The cost intervals overlap: pilot it on part of the traffic first.")
+        others = [o for o in OPTIONS if o not in passing]
+        for option in others:
+            sentences.append(f"Not {option}: {why_not(option)}.")
+    else:
+        gaps_only = [o for o in OPTIONS if FAIL not in set(grid.loc[o]) and UNCLEAR not in set(grid.loc[o])]
+        sentences.append("No option passes all four of the desk's bars yet: do not decide on cost alone.")
+        for option in OPTIONS:
+            sentences.append(f"{option[0].upper() + option[1:]}: {why_not(option)}.")
+        if gaps_only:
+            best = min(gaps_only, key=lambda o: medians[o])
+            sentences.append(f"Next step: measure what is missing for the {best} option; it fails no bar it was measured on.")
+        else:
+            sentences.append("Next step: fix what fails (a stronger or better-tuned model, a faster server, a router that keeps "
+                             "every kind of personal data local) and re-run the labs.")
+    if len(split.get("risk", [])):
+        sentences.append(f"{len(split['risk'])} claims work against the plan or hold only under a condition: see Risks.")
+    if len(split.get("tailwind", [])):
+        sentences.append(f"{len(split['tailwind'])} claims support it: see Tailwinds.")
+    if len(split.get("untested", [])):
+        sentences.append(f"{len(split['untested'])} claims are not tested yet (run their labs): "
+                         f"{', '.join(split['untested'].index)}.")
+    return sentences
 
 
-def plot_options(summary, ax=None):
+def plot_options(summary, bar_table=None, ax=None):
     import matplotlib.pyplot as plt
 
     ax = ax or plt.subplots(figsize=(6, 2.8))[1]
-    y = range(len(summary))
-    ax.barh(list(y), summary["median"], xerr=[summary["median"] - summary["low (5%)"], summary["high (95%)"] - summary["median"]],
+    y = list(range(len(summary)))
+    ax.barh(y, summary["median"], xerr=[summary["median"] - summary["low (5%)"], summary["high (95%)"] - summary["median"]],
             capsize=4, color=["grey", "tab:blue", "tab:green"][: len(summary)])
-    ax.set_yticks(list(y), summary.index)
+    if bar_table is not None:
+        ax.axvline(bar_table.loc["budget", "value"], color="red", linestyle="--", label="the desk's budget")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_yticks(y, summary.index)
     ax.set_xlabel("USD a month (median, 90% interval)")
-    ax.set_title("the support desk's options")
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"${v / 1000:,.0f}k"))
+    ax.set_title("the support desk's options (Lab 01's model, your inputs)")
     return ax
+
+
+@dataclass
+class Memo:
+    inputs: "object"        # DataFrame: what the memo uses, value, shown, source
+    options: "object"       # DataFrame: monthly cost per option: your inputs, median and interval
+    bars: "object"          # DataFrame: the desk's four bars, dated and explained
+    judgement: "object"     # DataFrame: every option against every bar
+    reconcile: "object"     # DataFrame: why the memo's figures differ from Labs 01 and 05
+    risks: "object"         # DataFrame: claims against the plan, or conditions it must meet
+    tailwinds: "object"     # DataFrame: claims for it
+    sentences: list[str]
+    figures: dict = field(default_factory=dict)
+
+    @property
+    def recommendation(self) -> str:
+        return " ".join(self.sentences)
 
 
 def build(claims=None, store: dict | None = None, samples: int = 400) -> Memo:
@@ -163,12 +518,15 @@ def build(claims=None, store: dict | None = None, samples: int = 400) -> Memo:
 
     table = inputs(store)
     summary, _ = options(table, samples=samples)
-    measured_table = measured(table)
-    risk_table = risks(ledger.table() if claims is None else claims)
+    bar_table = bars()
+    judgement = judge(table, summary, bar_table)
+    split = claims_split(ledger.table() if claims is None else claims)
     fig, ax = plt.subplots(figsize=(6, 2.8))
-    plot_options(summary, ax)
+    plot_options(summary, bar_table, ax)
     fig.tight_layout()
-    return Memo(table, summary, measured_table, risk_table, recommend(summary, measured_table, risk_table), {"options": fig})
+    plt.close(fig)
+    return Memo(table, summary, bar_table, judgement, reconcile(table, summary), split["risk"], split["tailwind"],
+                recommend(judgement, summary, split), {"options": fig})
 
 
 def _png(fig) -> str:
@@ -177,27 +535,42 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def memo_path() -> Path:
+    """Where the memo is written: the folder the notebook runs in (JupyterLab's file browser shows it next to the
+    notebook); a quick run's memo (decision_memo.quick.html) never replaces a full one's."""
+    path = Path.cwd() / "decision_memo.html"
+    return quick_variant(path) if quick_mode() else path
+
+
+def _money_table(frame, columns) -> str:
+    shown = frame.copy()
+    for column in columns:
+        shown[column] = shown[column].map(money)
+    return shown.to_html()
+
+
 def render_html(memo: Memo, path: str | Path | None = None) -> Path:
     """Write the memo as one self-contained HTML file (tables and plots inline) and return its path."""
-    from .. import results
-
-    if path is None:  # beside the results store; a quick run's memo (decision_memo.quick.html) never replaces a full one's
-        path = results.results_path(quick=False).with_name("decision_memo.html")
-        path = quick_variant(path) if quick_mode() else path
-    path = Path(path)
+    path = Path(path) if path is not None else memo_path()
     missing = memo.inputs[memo.inputs["source"].str.startswith("missing")]
+    grid = verdict_grid(memo.judgement)
+    detail = memo.judgement[["shown", "bar shown", "verdict", "source"]].rename(columns={"shown": "figure", "bar shown": "bar"})
     body = [f"<h1>Support desk: should we move off the proprietary API?</h1><p><em>{dt.date.today().isoformat()}, "
-            f"from the learner's own lab results.</em></p>",
-            f"<h2>Recommendation</h2><p><strong>{html.escape(memo.recommendation)}</strong></p>",
-            "<h2>Cost per option</h2>" + memo.options.round(0).to_html(),
-            f"<img alt='options' src='data:image/png;base64,{_png(memo.figures['options'])}'>",
-            f"<p>Paid share of traffic {memo.options.attrs['paid_share']:.0%}, API model {html.escape(str(memo.options.attrs['api_model']))}, "
-            f"bandwidth efficiency {memo.options.attrs['bandwidth_efficiency']:.2f}.</p>",
-            "<h2>Quality and latency measured</h2>" + memo.measured.to_html(),
-            "<h2>Risks: claims that did not hold as stated</h2>" + (memo.risks.to_html() if len(memo.risks) else "<p>none</p>"),
-            "<h2>Inputs and where they came from</h2>" + memo.inputs.to_html()]
+            f"from the learner's own lab results; every figure names its source.</em></p>",
+            "<h2>Recommendation</h2>" + "".join(f"<p>{html.escape(s)}</p>" for s in memo.sentences),
+            "<h2>The desk's bars</h2>" + memo.bars[["shown", "source", "date", "why"]].rename(columns={"shown": "bar"}).to_html(),
+            "<h2>Every option against every bar</h2>" + grid.to_html() + detail.to_html(),
+            "<h2>Cost per option</h2>" + _money_table(memo.options, list(memo.options.columns)),
+            f"<img alt='options' src='data:image/png;base64,{_png(memo.figures['options'])}'>" if "options" in memo.figures else "",
+            f"<p>Paid share of requests {percent(memo.options.attrs['paid_share'])} ({percent(memo.options.attrs['cost_share'])} of the "
+            f"bill), API model {html.escape(str(memo.options.attrs['api_model']))}, bandwidth efficiency "
+            f"{percent(memo.options.attrs['bandwidth_efficiency'])}.</p>",
+            "<h2>Why these figures differ from Labs 01 and 05</h2>" + _money_table(memo.reconcile, ["USD a month"]),
+            "<h2>Risks: claims against the plan, or conditions it must meet</h2>" + (memo.risks.to_html() if len(memo.risks) else "<p>none</p>"),
+            "<h2>Tailwinds: claims that support it</h2>" + (memo.tailwinds.to_html() if len(memo.tailwinds) else "<p>none</p>"),
+            "<h2>Inputs and where they came from</h2>" + memo.inputs[["input", "shown", "source"]].to_html(index=False)]
     if len(missing):
-        body.insert(2, f"<p>Missing inputs (defaults used instead): {html.escape(', '.join(missing.index))}.</p>")
+        body.insert(2, f"<p>Missing inputs (named gaps): {html.escape(', '.join(missing['input'].str.strip()))}.</p>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>Decision memo</title><style>body{font-family:sans-serif;"
             "max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}</style>"
             "</head><body>" + "\n".join(body) + "</body></html>")

@@ -467,6 +467,39 @@ def outcome(inputs: dict) -> dict[str, float]:
     return compare(workload, price, host, horizon, inputs["api_engineer_fte"], inputs["monitoring_usd_per_month"])
 
 
+def lab01_inputs(store: dict | None = None) -> dict:
+    """:func:`default_inputs` with the choices the learner's Lab 01 saved (API model, GPU, open model, GPU-hour price,
+    volume, horizon), so Labs 05 and 06 price the hybrid and self-hosting exactly as Lab 01 did."""
+    from .. import results
+
+    store = results.load() if store is None else store
+    saved = {name: entry["value"] for name, entry in store.get("01", {}).items()}
+    inputs = default_inputs()
+    for stored, key in (("api model", "api_model"), ("self-host gpu", "gpu"), ("self-host model", "open_model"),
+                        ("usd per gpu hour", "usd_per_gpu_hour"), ("conversations per month", "conversations_per_month"),
+                        ("horizon months", "horizon_months")):
+        if saved.get(stored) not in (None, ""):
+            inputs[key] = saved[stored]
+    return inputs
+
+
+def hybrid_monthly(inputs: dict, paid_request_share: float, api_cost_share: float | None = None) -> dict[str, float]:
+    """The hybrid's monthly cost: the paid API's part of the all-API bill, plus self-hosting sized for the traffic kept
+    local (GPUs come whole: moving a quarter of the traffic away rarely removes a quarter of the fleet).
+
+    ``paid_request_share``: the share of conversations the router sends to the paid API; ``api_cost_share``: the paid
+    requests' share of the all-API bill for the same requests (Lab 05 measures it; hard requests are longer, so it
+    differs from the request share), defaulting to the request share."""
+    share = _check("paid_request_share", paid_request_share, 0.0, 1.0, low_inclusive=True)
+    cost_share = share if api_cost_share is None else _check("api_cost_share", api_cost_share, 0.0, 1.0, low_inclusive=True)
+    full = outcome(inputs)
+    if share >= 1.0:
+        return {"api part": full["api_monthly"] * cost_share, "local part": 0.0, "total": full["api_monthly"] * cost_share, "gpus": 0}
+    local = outcome({**inputs, "conversations_per_month": inputs["conversations_per_month"] * (1 - share)})
+    api_part = cost_share * full["api_monthly"]
+    return {"api part": api_part, "local part": local["self_monthly"], "total": api_part + local["self_monthly"], "gpus": local["gpus"]}
+
+
 def tornado(inputs: dict, ranges: dict[str, tuple[float, float]], metric: str = "saving") -> "object":
     """Move each input to its low and high value (others at base) and record ``metric``.
 
