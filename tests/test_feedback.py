@@ -239,3 +239,25 @@ def test_capstone_check_teaches(value, why, passes, says):
     assert passed == passes, report
     if not passes:
         assert len(lines) == 1 and says in lines[0] and "Traceback" not in report, report
+
+
+def test_a_failing_check_shows_one_line_not_its_source(monkeypatch):
+    """What the learner sees from grader.check(...): one line per failing check, never the doctest's source, its
+    expected values or a traceback; a check that cannot run at all says so in one line too."""
+    from helpers.course.grading import make_grader
+
+    monkeypatch.chdir(LAB03.parent)
+    grader = make_grader(".")
+    wrong = grader.check("q1", {"lora_params": 38_912})
+    text, html = repr(wrong), wrong._repr_html_()
+    assert text.splitlines()[0] == "q1:" and len(text.splitlines()) == 2 and "in each of the 28 layers" in text
+    assert "first_failure" not in text + html and "lambda" not in text + html and "1_089_536" not in text + html
+    assert not wrong.passed_all and repr(grader.check("q1", {"lora_params": 1_089_536})) == "q1 passed!"
+    broken = repr(grader.check("q2", {"json_gain": 1.0, "category_after_low": 0.43}))  # `after` was never defined
+    assert broken.splitlines()[1].startswith("✗") and "Traceback" not in broken and len(broken.splitlines()) == 2
+
+
+def test_a_message_that_cannot_be_formed_is_still_one_line(capsys):
+    first_failure((lambda: False, lambda: f"got {1 / 0}"))
+    out = capsys.readouterr().out
+    assert out.startswith("✗ this value cannot be checked (ZeroDivisionError)") and out.count("\n") == 1

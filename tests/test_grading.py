@@ -21,6 +21,7 @@ LOOP_TIMEOUT_S = 5  # a looping submission is cut off at this, then again at twi
 SANDBOX = course.sandbox_available()
 FEEDBACK = {}  # where the fixture's per-student feedback files went
 MARKER = "ots-attack-7f3a"
+SECRET = "-".join(["hf", "instructorsecretvalue", "0042"])  # built here: no key-shaped string in the repository
 ATTACK = f"""import os, pathlib, subprocess, sys, zipfile, helpers
 root = pathlib.Path(helpers.__file__).resolve().parent.parent
 for target in (root / "helpers" / "{MARKER}", pathlib.Path("/tmp/{MARKER}-written")):
@@ -32,6 +33,9 @@ subprocess.Popen([sys.executable, "-c", "import time, pathlib; time.sleep(4); pa
                  start_new_session=True)
 readable = [p for p in (root / "solutions" / "{LAB}.ipynb", root / "build" / "autograder" / "{LAB}.zip")
             if p.exists() and p.stat().st_size > 0]
+# the instructor's secrets: the grading process's environment, its home, the repository's history
+readable += [name for name in os.environ if name.startswith("OTS_TEST_SECRET") or name in ("HF_TOKEN", "OPENAI_API_KEY")]
+readable += [p for p in (pathlib.Path(os.environ.get("OTS_TEST_REAL_HOME", "/nonexistent")) / "secret.txt", root / ".git" / "HEAD") if p.exists()]
 others = [p.name for p in pathlib.Path(os.environ.get("OTS_SUBMISSIONS", "/nonexistent")).glob("*.ipynb")]
 # hidden tests anywhere it can reach: its scratch folder (the autograder otter runs) and its /tmp, kit and venv aside
 skip = (str(root), sys.prefix)
@@ -66,11 +70,25 @@ def graded(tmp_path_factory):
     # empties its own folder
     attacking = course.answered_lab(LAB)
     attacking.cells.insert(5, nbformat.v4.new_code_cell(ATTACK))
+    # a key-shaped string in a raised error must not reach the gradebook
+    attacking.cells.insert(len(attacking.cells) - 1, nbformat.v4.new_code_cell('raise ValueError("sk-" + "attackerkey1234567")'))
     nbformat.write(attacking, rest / "eve_attacks.ipynb")
     exiting = course.answered_lab(LAB)  # right answers, then it ends its own kernel: no answers reach the grader
     exiting.cells.insert(len(exiting.cells) - 1, nbformat.v4.new_code_cell("import os\nos._exit(0)"))
     nbformat.write(exiting, rest / "frank_exits.ipynb")
     (rest / "zed_truncated.ipynb").write_text('{"cells": [{"cell_type": "code", "sou')
+    # names a spreadsheet, a file system or a careless grader could trip on: all cheap (not valid notebooks, never run)
+    (rest / "late").mkdir()
+    (rest / "late" / "zed_truncated.ipynb").write_text("{")
+    (rest / "=1+2.ipynb").write_text("{")
+    (rest / os.fsdecode(b"\xff\xfename.ipynb")).write_text("{")
+    (rest / ("long" * 55 + ".ipynb")).write_text("{")
+    # the instructor's own solution (no otter metadata) and a notebook whose kernelspec names a kernel nobody has
+    nbformat.write(nbformat.read(ROOT / "solutions" / f"{LAB}.ipynb", as_version=4), rest / "instructor_solution.ipynb")
+    carol = nbformat.read(rest / "carol_partial.ipynb", as_version=4)
+    carol.metadata["kernelspec"] = {"name": "someone-elses-kernel", "display_name": "X", "language": "python"}
+    nbformat.write(carol, rest / "carol_partial.ipynb")
+    # a stale feedback file from an earlier run
     before = sorted(p.name for p in (ROOT / "labs" / LAB).rglob("*"))
     grades = tmp_path_factory.mktemp("grades")
     # the correct submission is graded while another job keeps a core busy
@@ -80,11 +98,24 @@ def graded(tmp_path_factory):
     finally:
         burner.kill()
     os.environ["OTS_SUBMISSIONS"] = str(rest)  # the attack is told where the class's notebooks are
+    # secrets the grading process holds: in its environment and in its home; none may reach a submission or a gradebook
+    real_home = tmp_path_factory.mktemp("instructor_home")
+    (real_home / "secret.txt").write_text(SECRET)
+    from helpers.paths import cache_dir
+
+    saved = {k: os.environ.get(k) for k in ("OTS_TEST_SECRET_KEY", "HF_TOKEN", "HOME", "OTS_TEST_REAL_HOME", "OTS_CACHE")}
+    os.environ.update(OTS_TEST_SECRET_KEY=SECRET, HF_TOKEN=SECRET, HOME=str(real_home), OTS_TEST_REAL_HOME=str(real_home),
+                      OTS_CACHE=str(cache_dir()))  # the model cache stays where it is while HOME moves
+    (grades / "rest-feedback").mkdir()
+    (grades / "rest-feedback" / "left_from_last_year.txt").write_text("old")
     try:
         others = course.grade_folder(rest, LAB, grades / "rest.csv", timeout_s=TIMEOUT_S, workers=2, sandbox=SANDBOX)
     finally:
         os.environ.pop("OTS_SUBMISSIONS", None)
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
     csv_after_return = (grades / "rest.csv").read_text()
+    FEEDBACK["grades"] = grades
     FEEDBACK["dir"] = grades / "rest-feedback"
     time.sleep(5)  # longer than the detached process waits before writing (it started before grading ended)
     rows = {row["student"]: row for out in (under_load, others) for row in csv.DictReader(open(out))}
@@ -209,10 +240,88 @@ def test_cli_guesses_the_lab_past_a_damaged_notebook(tmp_path, capsys):
 def test_each_student_gets_a_feedback_file_without_hidden_tests(graded):
     rows, _ = graded
     folder = FEEDBACK["dir"]
-    assert sorted(p.stem for p in folder.glob("*.txt")) == sorted(r for r in rows if r != "alice_full")
+    assert len(list(folder.glob("*.txt"))) == len([r for r in rows if r != "alice_full"])
     carol = (folder / "carol_partial.txt").read_text()
     assert f"autograded: {float(rows['carol_partial']['total']):g} / 6" in carol
     assert "✗ not done yet" in carol  # the public checks' own words for what is missing
     assert "q4: read by your instructor (2 points)" in carol
     assert "_expected" not in carol and "hidden: true" not in carol and "assert" not in carol  # no hidden test code
     assert "problem: not a valid notebook" in (folder / "zed_truncated.txt").read_text()
+
+
+def test_no_secret_reaches_a_submission_or_the_gradebook(graded):
+    rows, _ = graded
+    everything = "\n".join(p.read_text(errors="replace") for p in FEEDBACK["grades"].rglob("*") if p.is_file())
+    assert SECRET not in everything and "attackerkey" not in everything
+    assert rows["eve_attacks"]["error"].startswith("a cell raised ValueError: [redacted]"), rows["eve_attacks"]
+
+
+def test_every_file_is_graded_under_a_name_that_is_safe_everywhere(graded):
+    rows, _ = graded
+    assert {"zed_truncated", "late/zed_truncated", "'=1+2", "\\xff\\xfename", "long" * 55} <= set(rows)
+    assert all(not name.startswith(("=", "+", "-", "@")) for name in rows)
+    files = {p.name for p in FEEDBACK["dir"].glob("*.txt")}
+    assert "left_from_last_year.txt" not in files and len(files) == len(rows) - 1  # this run's files only (alice: another CSV)
+    assert all(len(name) <= 130 for name in files)
+
+
+def test_the_instructors_solution_and_a_rekerneled_notebook_grade_on_merit(graded):
+    rows, _ = graded
+    solution = rows["instructor_solution"]
+    assert float(solution["total"]) == float(solution["possible"]) and solution["error"] == "", solution
+    assert 0 < float(rows["carol_partial"]["total"]) < float(rows["carol_partial"]["possible"])  # its kernelspec named no real kernel
+
+
+def test_sandbox_environment_is_an_allow_list_and_key_shapes_are_redacted(tmp_path, monkeypatch):
+    from helpers.course import grading
+
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    env = grading.sandbox_env(tmp_path, tmp_path / "home")
+    assert SECRET not in " ".join(env.values()) and "OPENAI_API_KEY" not in env and env["OMP_NUM_THREADS"] == "1"
+    assert env["HOME"] == str(tmp_path / "home") and env["TMPDIR"] == "/tmp"
+    assert grading.redact(f"ValueError: {SECRET} and sk-" + "proj1234567890abc") == "ValueError: [redacted] and [redacted]"
+    assert grading.csv_cell("=HYPERLINK(1)") == "'=HYPERLINK(1)" and grading.csv_cell(3.0) == 3.0
+    hidden = [str(p) for p in grading._hidden_roots([])]
+    assert str(Path.home().resolve()) in hidden and str((ROOT / ".git").resolve()) in hidden or not (ROOT / ".git").exists()
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "link", "huge", "malformed", "list"])
+def test_whatever_sits_at_the_answers_path_costs_nothing_and_never_blocks(tmp_path, kind):
+    from helpers.course import trusted
+
+    path = tmp_path / "answers.json"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "link":
+        path.symlink_to("/dev/zero")
+    elif kind == "huge":
+        with open(path, "wb") as handle:
+            handle.truncate(trusted.MAX_ANSWERS_BYTES + 10)
+    elif kind == "malformed":
+        path.write_bytes(b"{\xff" + b"[" * 100_000)
+    else:
+        path.write_text("[1, 2]")
+    start = time.monotonic()
+    assert trusted.read_answers(path) == {} and time.monotonic() - start < 5
+
+
+def test_a_scoring_that_runs_on_costs_one_submission_and_the_next_is_scored(tmp_path):
+    import json
+
+    from helpers.course import grading
+
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({"data": {}, "calls": {}}))
+    scorer = grading.Scorer(LAB, timeout_s=0.0001)  # every scoring "runs on" past this limit
+    try:
+        first = scorer.score(answers)
+        assert first[3].startswith("scoring stopped after") and "class went on" in first[3]
+        scorer.timeout_s = 60
+        again = scorer.score(answers)  # a fresh process scores the next submission
+        assert again[3] == "" and set(again[1]) == {"q1", "q2", "q3"}
+    finally:
+        scorer.close()

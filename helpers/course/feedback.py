@@ -45,4 +45,8 @@ def stub_result(function, *args):
 
 
 def _text(message) -> str:
-    return message() if callable(message) else str(message)
+    """The message; one that cannot be formed from the learner's value (its f-string raised) says so in one line."""
+    try:
+        return message() if callable(message) else str(message)
+    except Exception as error:  # noqa: BLE001 - never a traceback from the check's own wording
+        return f"this value cannot be checked ({type(error).__name__}): look at its type and shape"

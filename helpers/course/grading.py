@@ -48,6 +48,54 @@ class LazyGrader:
             raise AttributeError(name)
         return getattr(self._load(), name)
 
+    def check(self, question: str, global_env: dict | None = None) -> "CheckResult":
+        """otter's check of ``question`` against the caller's variables, shown as one line (:class:`CheckResult`)."""
+        import inspect
+
+        if global_env is None:
+            global_env = inspect.currentframe().f_back.f_globals
+        return CheckResult(self._load().check(question, global_env))
+
+
+class CheckResult:
+    """otter's result for one question, shown the way a self-check should read: "q1 passed!" or one line per failing
+    public check saying what is wrong, never the check's source, its expected values or a traceback (otter's own
+    display shows the whole doctest). Everything else (score, passed_all, ...) is otter's result's."""
+
+    def __init__(self, result):
+        self._result = result
+
+    def __getattr__(self, name):
+        return getattr(self._result, name)
+
+    @property
+    def lines(self) -> list[str]:
+        result = self._result
+        if getattr(result, "passed_all", False):
+            return [f"{result.name} passed!"]
+        said = []
+        for case in getattr(result, "test_case_results", []):
+            if case.passed:
+                continue
+            message = str(case.message or "")
+            found = [line.strip() for line in message.splitlines() if line.strip().startswith("✗")]
+            if not found:  # the check could not run at all: its last line names the exception, not the code
+                tail = [line.strip() for line in message.splitlines() if re.match(r"^\s*\w+(Error|Exception|Exit|Interrupt)\b", line)]
+                found = [f"✗ the check could not run: {tail[-1][:200]}" if tail else "✗ the check did not pass: run the cells above it first"]
+            said += found
+        return [f"{result.name}:"] + list(dict.fromkeys(said))
+
+    def __repr__(self) -> str:
+        return "\n".join(self.lines)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        lines = self.lines
+        colour = "green" if len(lines) == 1 else "#b00"
+        return (f"<p style='color:{colour}'><strong>{html.escape(lines[0])}</strong> "
+                + " ".join(html.escape(line) for line in lines[1:]) + "</p>")
+
 
 def make_grader(folder: str | Path = "."):
     """The otter checker for the exercises (``grader.check("q1")``), or None where checks cannot run.
@@ -153,6 +201,11 @@ class GradeResult:
     error: str = ""
     seconds: float = 0.0
     messages: dict[str, list[str]] | None = None  # per question: the public checks' one-line messages (never hidden test code)
+    rerun: bool = False  # graded a second time, alone, after a timeout
+
+    def __post_init__(self):  # whatever a submission printed or raised, nothing shaped like a key reaches a gradebook
+        self.error = redact(self.error)
+        self.messages = {q: [redact(m) for m in said] for q, said in (self.messages or {}).items()}
 
     def feedback(self, lab: str, manual: dict[str, float]) -> str:
         """The text returned to the student: points per question, what the checks said, what a person will read."""
@@ -164,6 +217,44 @@ class GradeResult:
             lines += [f"      {message}" for message in (self.messages or {}).get(question, [])]
         lines += [f"  {question}: read by your instructor ({points:g} points)" for question, points in manual.items()]
         return "\n".join(lines) + "\n"
+
+
+# the only variables of the grading process a submission's kernel sees: locale, threads, CPU features and the kit's
+# plan. Nothing else crosses (API keys, tokens, cloud credentials, the instructor's paths): the sandbox gets its own
+# HOME, TMPDIR and caches in its scratch folder
+SANDBOX_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY",
+               "CUDA_VISIBLE_DEVICES", "OTS_PLAN", "OTS_SIMULATE_GPU")
+KEY_SHAPES = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{8,}|gh[pousr]_[A-Za-z0-9]{8,}|AKIA[0-9A-Z]{12,}|xox[abpr]-[A-Za-z0-9\-]{8,}"
+                        r"|AIza[0-9A-Za-z_\-]{20,}|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,})")
+SECRET_NAMES = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.I)
+
+
+def sandbox_env(scratch: Path, home: Path) -> dict[str, str]:
+    """The submission kernel's whole environment: the allow-listed variables of this process, and the kit's settings
+    pointing into the submission's scratch folder."""
+    env = {name: os.environ[name] for name in SANDBOX_ENV if name in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(MPLBACKEND="Agg", OTS_PLAN=os.environ.get("OTS_PLAN", "tier=cpu"), HOME=str(home), TMPDIR="/tmp",
+               OTS_CACHE=str(cache_dir()), OTS_RESULTS=str(home / "results.json"), OTS_LEDGER=str(home / "ledger.csv"),
+               XDG_CACHE_HOME=str(home / ".cache"), MPLCONFIGDIR=str(home / ".mpl"), HF_HUB_OFFLINE="1", PYTHONNOUSERSITE="1")
+    return env
+
+
+def redact(text: str) -> str:
+    """``text`` with anything shaped like a key, and the value of any secret-named variable of this process, replaced."""
+    text = KEY_SHAPES.sub("[redacted]", str(text))
+    for name, value in os.environ.items():
+        if SECRET_NAMES.search(name) and len(value) >= 8 and value in text:
+            text = text.replace(value, "[redacted]")
+    return text
+
+
+def csv_cell(value) -> str | float:
+    """A gradebook cell that a spreadsheet shows as text: never a formula (=, +, -, @, tab, CR at the start)."""
+    if isinstance(value, (int, float)):
+        return value
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 SANDBOX_FIX = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; it needs Linux user or root namespaces), "
@@ -180,25 +271,60 @@ def sandbox_available() -> bool:
     return probe.returncode == 0
 
 
-def sandbox_prefix(scratch: Path, work: Path, hide: list[Path] = ()) -> list[str]:
-    """bubblewrap arguments for one submission: the whole machine read-only, a private /tmp, no network,
-    its scratch folder the only writable place, its own PID namespace (every process it starts dies with
-    it), no capabilities even when grading as root, and what a student must not read hidden by empty
-    folders: the solutions, built autograders, gradebooks and the other submissions."""
+def _hidden_roots(hide: list[Path]) -> list[Path]:
+    """Folders whose contents a submission must not see: every home (the instructor's keys, shell history, cloud
+    credentials), the temporary folders (other students' scratch folders, whatever TMPDIR says), the repository's
+    history, the solutions, built autograders, gradebooks and the class's notebooks."""
+    roots = [Path("/tmp"), Path("/dev/shm"), Path("/var/tmp"), Path("/home"), Path("/root"), Path.home(), Path(tempfile.gettempdir()),
+             REPO_ROOT / ".git", SOLUTIONS, BUILD, REPO_ROOT / "grades", *hide]
+    seen, found = set(), []
+    for root in roots:
+        try:
+            path = Path(root).resolve()
+        except OSError:
+            continue
+        if path.is_dir() and path != Path("/") and path not in seen:
+            seen.add(path)
+            found.append(path)
+    return sorted(found, key=lambda p: len(p.parts))  # outer folders first: an inner one is hidden again inside them
+
+
+def _needed_paths() -> set[Path]:
+    """What a submission's kernel reads that may sit under a hidden folder: the kit, its Python (the virtual
+    environment and the interpreter it was made from), the kit's model cache and the Hugging Face cache."""
     import sys
 
+    paths = {REPO_ROOT, Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(sys.executable)).parent.parent, cache_dir()}
+    try:
+        from huggingface_hub import constants
+
+        paths.add(Path(constants.HF_HUB_CACHE))
+    except Exception:  # noqa: BLE001 - without the hub library there is no hub cache to bind
+        pass
+    return {Path(p).resolve() for p in paths}
+
+
+def sandbox_prefix(scratch: Path, work: Path, hide: list[Path] = ()) -> list[str]:
+    """bubblewrap arguments for one submission: the whole machine read-only, no network, its scratch folder the only
+    writable place, its own PID namespace (every process it starts dies with it), no capabilities even when grading as
+    root, and what a student must not read replaced by empty folders (:func:`_hidden_roots`); what the notebook needs
+    from under them (the kit, its Python, the model cache) is bound back, read-only, and the kit's history and
+    solutions hidden again on top."""
     args = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--new-session",
-            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
-    # what the notebook needs that may itself live under /tmp (a CI clone, its venv, the model cache): back, read-only
-    for needed in {REPO_ROOT.resolve(), Path(sys.prefix).resolve(), cache_dir().resolve()}:
-        if needed.is_relative_to("/tmp") or needed.is_relative_to("/dev/shm"):
-            args += ["--ro-bind", str(needed), str(needed)]
+            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    hidden = _hidden_roots(hide)
+    for path in hidden:
+        args += ["--tmpfs", str(path)]
+    needed = sorted({p for p in _needed_paths() if p.exists()}, key=lambda p: len(p.parts))
+    rebound = [path for path in needed if any(path.is_relative_to(root) for root in hidden)]
+    for path in rebound:
+        args += ["--ro-bind", str(path), str(path)]
+    for path in hidden:  # inside what was bound back (the kit's .git and solutions live in the repository)
+        if any(path.is_relative_to(back) and path != back for back in rebound):
+            args += ["--tmpfs", str(path)]
     args += ["--bind", str(scratch), str(scratch), "--chdir", str(work)]
     if os.geteuid() == 0:
         args += ["--cap-drop", "ALL"]  # root in the sandbox could otherwise remount / read-write
-    for path in (SOLUTIONS, BUILD, REPO_ROOT / "grades", *hide):
-        if Path(path).is_dir() and not str(scratch).startswith(str(path)):
-            args += ["--tmpfs", str(Path(path).resolve())]
     return args
 
 
@@ -209,7 +335,11 @@ def _kill_tree(process: subprocess.Popen) -> None:
         pass
 
 
-def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: bool = True, hide: list[Path] = ()) -> GradeResult:
+MAX_SUBMISSION_BYTES = 50_000_000
+
+
+def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: bool = True, hide: list[Path] = (),
+              student: str | None = None, scorer: "Scorer | None" = None) -> GradeResult:
     """Grade one notebook with ``otter run`` in its own process group, in a scratch folder, inside a
     bubblewrap sandbox (see :func:`sandbox_prefix`; ``sandbox=False`` only for trusted notebooks).
 
@@ -220,16 +350,22 @@ def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: boo
     import nbformat
 
     points = question_points(lab)
-    student = submission.stem
+    student = student or submission.stem
     possible = sum(points.values())
     start = time.perf_counter()
+    if submission.is_symlink() or not submission.is_file() or submission.stat().st_size > MAX_SUBMISSION_BYTES:
+        # a link could point at the instructor's files (read here, outside the sandbox); a FIFO would block the class
+        return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible,
+                           f"not a notebook file: a link, folder, special file or over {MAX_SUBMISSION_BYTES // 1_000_000} MB", 0.0)
     try:
-        nbformat.validate(nbformat.read(submission, as_version=4))
+        notebook = nbformat.read(submission, as_version=4)
+        nbformat.validate(notebook)
     except Exception as error:  # noqa: BLE001 - any unreadable file is one readable line in the gradebook
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible, f"not a valid notebook: {reason}"[:300],
                            time.perf_counter() - start)
-    scratch = Path(tempfile.mkdtemp(prefix=f"grade-{student}-"))
+    # a short name of our own: a student's file name may be long or hold any bytes
+    scratch = Path(tempfile.mkdtemp(prefix="grade-"))
     try:
         # the notebook's working folder holds only its own copy; the public-only autograder, the export spec and
         # the results sit beside it, out of reach of a notebook that empties its folder. Hidden tests never enter.
@@ -239,17 +375,20 @@ def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: boo
         answers_path.parent.mkdir()
         grading = lab_grading(lab)
         spec_path.write_text(json.dumps(grading["spec"]))
-        notebook = nbformat.read(submission, as_version=4)
+        # the lab being graded names the assignment where the notebook does not (the instructor's own solution has no
+        # otter metadata), and the kit's kernel runs it whatever kernel the notebook names
+        notebook.metadata.setdefault("otter", {}).setdefault("assignment_name", lab)
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+        notebook.cells.insert(0, nbformat.v4.new_code_cell(trusted.watch_cell()))
         notebook.cells.append(nbformat.v4.new_code_cell(trusted.export_cell(spec_path, answers_path)))
         nbformat.write(notebook, work / "submission.ipynb")
         trusted.public_autograder(autograder_zip(lab), scratch / "autograder.zip")
         (scratch / "out").mkdir()
         home = scratch / "home"
         home.mkdir()
-        # the kernel's home, results store and ledger are in the scratch folder; the model cache is read where it is
-        env = dict(os.environ, MPLBACKEND="Agg", OTS_PLAN=os.environ.get("OTS_PLAN", "tier=cpu"), HOME=str(home),
-                   OTS_CACHE=str(cache_dir()), OTS_RESULTS=str(home / "results.json"), OTS_LEDGER=str(home / "ledger.csv"),
-                   XDG_CACHE_HOME=str(home / ".cache"), MPLCONFIGDIR=str(home / ".mpl"), HF_HUB_OFFLINE="1")
+        # the kernel's home, results store and ledger are in the scratch folder; the model cache is read where it is;
+        # of this process's environment only the allow-listed variables cross (SANDBOX_ENV)
+        env = sandbox_env(scratch, home)
         command = [otter_bin(), "run", "-a", str(scratch / "autograder.zip"), "-o", str(scratch / "out"), str(work / "submission.ipynb")]
         if sandbox:
             command = sandbox_prefix(scratch, work, hide) + command
@@ -267,20 +406,20 @@ def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: boo
             return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible,
                                "kernel died: the notebook ended its own Python process (os._exit, a crash, or out of memory)",
                                time.perf_counter() - start)
-        answers = trusted.read_answers(answers_path)
+        # read and scored outside the sandbox by the kit's own unpatched code, in a process of its own with a time limit
+        # (scorer): whatever the submission left at its answers path costs only this submission
+        answers, found, messages, problem = (scorer or Scorer(lab)).score(answers_path)
+        if problem:
+            return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible, problem, time.perf_counter() - start)
         if not answers:
             last = " | ".join(line for line in output.strip().splitlines()[-3:])
             return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible,
                                f"grading failed: the notebook did not run to its end ({last})"[:500], time.perf_counter() - start)
-        # scored here, outside the sandbox, by the kit's own unpatched code: nothing the kernel reported is a score
-        found, messages = trusted.score_answers(autograder_zip(lab), answers, grading["imports"], grading["functions"],
-                                                provided_objects(lab, grading["provided"]))
         scores = {q: found.get(q, 0.0) for q in points}
-        error = ""
-        match = re.search(r"^(\w+(?:Error|Exception)): (.*)$", output, re.M)
-        if match:  # a cell raised: the notebook ran on, but say what broke
-            error = f"a cell raised {match.group(1)}: {match.group(2)}"[:300]
-        return GradeResult(student, scores, sum(scores.values()), possible, error, time.perf_counter() - start, messages)
+        errors = [str(e) for e in answers.get("errors", []) if isinstance(e, str)] if isinstance(answers.get("errors"), list) else []
+        error = f"a cell raised {errors[0]}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "") if errors else ""
+        messages = {q: [m[:300] for m in said] for q, said in messages.items()}
+        return GradeResult(student, scores, sum(scores.values()), possible, error[:300], time.perf_counter() - start, messages)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -311,7 +450,10 @@ def grade_folder(folder: Path, lab: str, out_csv: Path | None = None, timeout_s:
     notebook into a zero); the ``rerun`` column says which ones needed it.
     """
     folder = Path(folder)
-    submissions = sorted(folder.glob("*.ipynb"))
+    # every notebook below the folder, named by its path inside it: two "alice.ipynb" in different subfolders are two rows
+    submissions = sorted((p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts and not p.is_dir()),
+                         key=lambda p: os.fsencode(p))
+    names = [student_name(p, folder) for p in submissions]
     if not submissions:
         from ..errors import InputError
 
@@ -325,30 +467,158 @@ def grade_folder(folder: Path, lab: str, out_csv: Path | None = None, timeout_s:
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     autograder_zip(lab)  # build once before the workers start
     hide = [folder.resolve(), out_csv.parent.resolve()]  # other students' notebooks and the gradebook
+    scorer = scorer_for(lab)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(lambda path: grade_one(path, lab, timeout_s, sandbox, hide), submissions))
-    reruns: dict[str, str] = {}
-    for index, (path, first) in enumerate(zip(submissions, results)):
-        if first.error.startswith("timed out"):
-            again = grade_one(path, lab, timeout_s * RETRY_FACTOR, sandbox, hide)
-            if again.error.startswith("timed out"):
-                again.error = f"timed out twice: after {timeout_s:.0f} s with {workers} at a time, then {timeout_s * RETRY_FACTOR:.0f} s alone"
-            reruns[first.student] = f"timed out after {timeout_s:.0f} s; re-run alone"
-            results[index] = again
+        results = list(pool.map(lambda pair: grade_one(pair[0], lab, timeout_s, sandbox, hide, pair[1], scorer), zip(submissions, names)))
+    results = _rerun_timeouts(submissions, results, lab, timeout_s, sandbox, hide, scorer, workers)
+    reruns = {r.student: f"timed out after {timeout_s:.0f} s; re-run alone" for r in results if getattr(r, "rerun", False)}
     questions = list(question_points(lab))
     # open-ended answers are read by a person against the rubric in the solution notebook: named, never scored here
     manual = manual_questions(lab)
     to_read = "; ".join(f"{name} ({points:g} pts, rubric in solutions/{lab}.ipynb)" for name, points in manual.items())
-    with open(out_csv, "w", newline="") as handle:
+    with open(out_csv, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["student", *questions, "total", "possible", "error", "rerun", "seconds", "to read"])
         for r in results:
-            writer.writerow([r.student, *[r.scores[q] for q in questions], r.total, r.possible, r.error, reruns.get(r.student, ""),
-                             round(r.seconds, 1), to_read])
-    # one feedback file per student, to hand back: points, the checks' messages, the questions a person will read
+            writer.writerow([csv_cell(v) for v in (r.student, *[r.scores[q] for q in questions], r.total, r.possible, r.error,
+                                                   reruns.get(r.student, ""), round(r.seconds, 1), to_read)])
+    # one feedback file per student, to hand back: points, the checks' messages, the questions a person will read;
+    # the folder holds this run's files only
     feedback_dir = out_csv.parent / f"{out_csv.stem}-feedback"
-    feedback_dir.mkdir(exist_ok=True)
+    if feedback_dir.is_dir():
+        shutil.rmtree(feedback_dir)
+    feedback_dir.mkdir()
     for r in results:
-        (feedback_dir / f"{r.student}.txt").write_text(r.feedback(lab, manual))
+        (feedback_dir / feedback_name(r.student)).write_text(r.feedback(lab, manual), encoding="utf-8")
     return out_csv
+
+
+def _rerun_timeouts(submissions, results, lab, timeout_s, sandbox, hide, scorer, workers) -> list:
+    """Each submission that timed out, graded again alone with RETRY_FACTOR x the time (marked ``rerun``)."""
+    results = list(results)
+    for index, (path, first) in enumerate(zip(submissions, results)):
+        if first.error.startswith("timed out"):
+            again = grade_one(path, lab, timeout_s * RETRY_FACTOR, sandbox, hide, first.student, scorer)
+            if again.error.startswith("timed out"):
+                again.error = f"timed out twice: after {timeout_s:.0f} s with {workers} at a time, then {timeout_s * RETRY_FACTOR:.0f} s alone"
+            again.rerun = True
+            results[index] = again
+    return results
+
+
+# how long scoring one submission's answers may take in the scoring process (it is a few dozen test cases over plain
+# data: well under a second; a value that makes a test's computation loop is cut off here), and its start-up
+SCORE_TIMEOUT_S = 60.0
+SCORER_STARTUP_S = 180.0
+
+
+class Scorer:
+    """Reads and scores submissions' answers in a process of its own, started once per grading run (it imports otter
+    and loads the lab's provided model once). A submission whose scoring runs past SCORE_TIMEOUT_S or crashes the
+    process costs only that submission: the process is killed and a fresh one scores the next."""
+
+    def __init__(self, lab: str, timeout_s: float = SCORE_TIMEOUT_S):
+        self.lab, self.timeout_s = lab, timeout_s
+        self._process = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._requests, self._replies = context.Queue(), context.Queue()
+        self._process = context.Process(target=_scoring_process, args=(self.lab, os.environ.get("OTS_PLAN", "tier=cpu"),
+                                                                        self._requests, self._replies), daemon=True)
+        self._process.start()
+        try:
+            ready = self._replies.get(timeout=SCORER_STARTUP_S)
+        except Exception:  # noqa: BLE001 - queue.Empty, or a process that died while starting
+            ready = "the scoring process did not start"
+        if ready != "ready":
+            self.close()
+            raise RuntimeError(str(ready))
+
+    def score(self, answers_path: Path) -> tuple[dict, dict, dict, str]:
+        """(answers, points per question, messages per question, problem): problem is "" when scoring ran."""
+        import queue
+
+        with self._lock:  # one submission at a time: scoring takes well under a second
+            try:
+                if self._process is None or not self._process.is_alive():
+                    self._start()
+            except RuntimeError as error:
+                return {}, {}, {}, f"scoring failed: {error}"[:300]
+            self._requests.put(str(answers_path))
+            try:
+                answers, found, messages, problem = self._replies.get(timeout=self.timeout_s)
+            except queue.Empty:
+                self.close()
+                return {}, {}, {}, f"scoring stopped after {self.timeout_s:.0f} s: an answer made the checks run on (the class went on)"
+            except Exception as error:  # noqa: BLE001 - the process died mid-way (out of memory, a crash)
+                self.close()
+                return {}, {}, {}, f"scoring failed: the scoring process ended ({type(error).__name__})"
+            return answers, found, messages, problem
+
+    def close(self) -> None:
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join(timeout=10)
+            self._process = None
+
+
+_SCORERS: dict[tuple[str, str, float], Scorer] = {}
+
+
+def scorer_for(lab: str) -> Scorer:
+    """This process's scorer for ``lab`` (and the plan in OTS_PLAN), started on first use and kept for the next class:
+    starting one costs a Python with otter (and the lab's model, where its tests use one). Stopped at exit."""
+    import atexit
+
+    key = (lab, os.environ.get("OTS_PLAN", "tier=cpu"), autograder_zip(lab).stat().st_mtime)  # a rebuilt lab: a new scorer
+    if key not in _SCORERS:
+        _SCORERS[key] = Scorer(lab)
+        atexit.register(_SCORERS[key].close)
+    return _SCORERS[key]
+
+
+def _scoring_process(lab: str, plan_text: str, requests, replies) -> None:
+    """The scoring process: set up once, then for each answers path read it and score it with the kit's own code."""
+    try:
+        os.environ["OTS_PLAN"] = plan_text
+        grading = lab_grading(lab)
+        provided = provided_objects(lab, grading["provided"])
+        autograder = autograder_zip(lab)
+    except BaseException as error:  # noqa: BLE001 - reported to the grader, which records it per submission
+        replies.put(f"the scoring process could not start ({type(error).__name__}: {error})"[:300])
+        return
+    replies.put("ready")
+    while True:
+        path = requests.get()
+        if path is None:
+            return
+        try:
+            answers = trusted.read_answers(Path(path))
+            found, messages = trusted.score_answers(autograder, answers, grading["imports"], grading["functions"], provided) if answers else ({}, {})
+            replies.put((answers, found, messages, ""))
+        except BaseException as error:  # noqa: BLE001 - one submission's problem, never the class's
+            replies.put(({}, {}, {}, f"scoring failed on this submission's answers ({type(error).__name__})"))
+
+
+def student_name(path: Path, folder: Path) -> str:
+    """A submission's name in the gradebook: its path inside the class folder without ``.ipynb``, printable whatever
+    bytes the file name holds (undecodable bytes are shown as \\xNN)."""
+    relative = path.relative_to(folder).with_suffix("").as_posix()
+    return os.fsencode(relative).decode("utf-8", "backslashreplace")
+
+
+def feedback_name(student: str) -> str:
+    """The feedback file for ``student``: one flat, safe, unique name (subfolders joined with "__", at most 120 characters,
+    a short hash keeping long or odd names apart)."""
+    import hashlib
+
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", student.replace("/", "__")).strip("._") or "submission"
+    if safe != student.replace("/", "__") or len(safe) > 120:
+        safe = f"{safe[:100]}-{hashlib.sha1(student.encode('utf-8', 'backslashreplace')).hexdigest()[:8]}"
+    return f"{safe}.txt"
 

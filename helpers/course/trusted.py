@@ -217,6 +217,33 @@ class _Recorder:
         return result
 
 
+_CELL_ERRORS: list[str] = []
+
+
+def watch_errors() -> None:
+    """Run in the submission's kernel, first: remember every exception a cell raises (the gradebook's error column
+    reports them; a notebook that runs on past an error still shows what broke)."""
+    def after(result):
+        error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
+        cell = str(getattr(getattr(result, "info", None), "raw_cell", "") or "")
+        if cell.lstrip().startswith("grader.check"):  # the self-checks have no tests folder while grading: not the learner's error
+            return
+        if error is not None and len(_CELL_ERRORS) < 20:
+            count = getattr(result, "execution_count", None)
+            first = (str(error).strip().splitlines() or [""])[0][:200]
+            _CELL_ERRORS.append(f"{type(error).__name__}: {first}" + (f" (cell [{count}])" if count else ""))
+
+    try:
+        get_ipython().events.register("post_run_cell", after)  # noqa: F821 - defined in a Jupyter kernel
+    except NameError:
+        pass
+
+
+def watch_cell() -> str:
+    """The cell the grader puts first in a submission's copy."""
+    return "from helpers.course.trusted import watch_errors as _ots_watch\n_ots_watch()"
+
+
 def export_answers(spec_path: str, out_path: str, namespace: dict | None = None) -> None:
     """Run in the submission's kernel, last: write the data the tests read and the recorded probe calls
     (``namespace``: the kernel's globals by default)."""
@@ -246,7 +273,7 @@ def export_answers(spec_path: str, out_path: str, namespace: dict | None = None)
                     exec(statement, probing)  # noqa: S102 - the learner's own kernel, in the sandbox
                 except BaseException:  # noqa: BLE001
                     pass
-    Path(out_path).write_text(json.dumps({"data": data, "calls": calls}))
+    Path(out_path).write_text(json.dumps({"data": data, "calls": calls, "errors": list(_CELL_ERRORS)}))
 
 
 def _statements(code: str) -> list[str]:
@@ -381,12 +408,28 @@ def namespace_for(answers: dict, imports: dict[str, tuple[str, str | None]], fun
 
 
 def read_answers(path: Path) -> dict:
-    """The sandbox's report, read as plain JSON (size-capped); an unreadable one counts as no answers."""
-    if not path.exists() or path.stat().st_size > MAX_ANSWERS_BYTES:
+    """The sandbox's report, read as plain JSON (size-capped); anything else at that path (a folder, a FIFO, a link,
+    a device, a huge or malformed file) counts as no answers and never blocks: opened without following links and
+    without waiting, and read only if it is a regular file."""
+    import os
+    import stat
+
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
         return {}
     try:
-        answers = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_ANSWERS_BYTES:
+            return {}
+        data = os.read(handle, MAX_ANSWERS_BYTES + 1)
+    except OSError:
+        return {}
+    finally:
+        os.close(handle)
+    try:
+        answers = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return {}
     return answers if isinstance(answers, dict) else {}
 
