@@ -22,14 +22,14 @@ def test_ttft_tpot_itl_e2e_by_hand():
     r = record(10.0, [10.5, 10.6, 10.8, 11.1], 11.1)
     assert r.ttft == pytest.approx(0.5)
     assert r.e2e == pytest.approx(1.1)
-    assert r.tpot == pytest.approx((1.1 - 0.5) / 3)  # (E2E - TTFT) / (tokens - 1)
+    assert r.tpot == pytest.approx((1.1 - 0.5) / 3)  # (last token - first token) / (tokens - 1)
     assert r.itl == pytest.approx([0.1, 0.2, 0.3])
 
 
 def test_tpot_uses_the_server_token_count_not_the_chunk_count():
     # a server may pack several tokens per streamed chunk: TPOT follows usage.completion_tokens
-    r = record(0.0, [1.0, 2.0], 3.0, tokens=9)
-    assert r.tpot == pytest.approx((3.0 - 1.0) / 8)
+    r = record(0.0, [1.0, 2.0], 3.0, tokens=9)  # the last token arrived at 2.0; the stream closed at 3.0
+    assert r.tpot == pytest.approx((2.0 - 1.0) / 8)
 
 
 def test_single_token_and_failed_requests_have_no_tpot():
@@ -382,12 +382,15 @@ def test_claims_follow_the_published_scores(monkeypatch):
     assert claims.check_c13()["verdict"].startswith("does not hold")
 
 
-def test_kit_serve_serves_on_loopback_and_stops_by_itself():
-    """`bash kit serve` (helpers.bench.server.main): the plan's model on 127.0.0.1, healthy, gone after --minutes."""
+def test_kit_serve_serves_on_loopback_and_stops_with_its_server_on_sigterm():
+    """`bash kit serve` (helpers.bench.server.main): the plan's model on 127.0.0.1, healthy; SIGTERM (kill, a supervisor)
+    stops it and its server process, which runs in a session of its own and would otherwise keep the port (its lifetime
+    limit, --minutes, is LocalServer's, tested above)."""
+    import signal
     import subprocess
     import urllib.request
 
-    from helpers.bench.server import free_port
+    from helpers.bench.server import free_port, port_in_use
 
     port = free_port()
     process = subprocess.Popen([sys.executable, "-c", "import sys; from helpers.bench.server import main; sys.exit(main(sys.argv[1:]))",
@@ -398,7 +401,10 @@ def test_kit_serve_serves_on_loopback_and_stops_by_itself():
         assert f"at http://127.0.0.1:{port}/v1" in line, line
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as response:
             assert response.status == 200
-        assert process.wait(timeout=60) == 0  # stopped by itself after 15 s
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        time.sleep(0.5)
+        assert not port_in_use(port), "the server outlived `kit serve`"
     finally:
         process.kill()
 
@@ -548,3 +554,36 @@ def test_real_llamacpp_server_answers_the_same_client_and_stops():
         records = run_level(OpenAIEngine(server.base_url, server.model), ["Write a note about a late parcel."], 2, 4, 12)
         assert [r.output_tokens for r in records] == [12] * 4
     assert not server.alive()
+
+
+def test_tpot_ends_at_the_last_token_not_the_streams_close():
+    # tokens at 0.5, 0.6, 0.7; the finish and usage chunks and the close come a second later
+    r = record(0.0, [0.5, 0.6, 0.7], 1.7)
+    assert r.tpot == pytest.approx(0.1) and r.e2e == pytest.approx(1.7)
+
+
+@pytest.mark.parametrize("ttft, tpot", [(-1.0, 0.25), (2.0, float("nan")), (0.0, 0.25), (2.0, "0.25"), (True, 0.25)])
+def test_an_slo_with_a_limit_that_is_not_a_positive_number_is_refused(ttft, tpot):
+    with pytest.raises(InputError) as error:
+        SLO(ttft_s=ttft, tpot_s=tpot)
+    assert "positive number of seconds" in error.value.problem
+
+
+@pytest.mark.parametrize("kwargs, says", [({"concurrencies": [0]}, "at least 1"), ({"concurrencies": []}, "concurrency levels"),
+                                          ({"requests_per_level": 0}, "requests_per_level = 0"), ({"prompts": []}, "prompts"),
+                                          ({"max_tokens": 0}, "max_tokens"), ({"concurrencies": ["2"]}, "whole number")])
+def test_sweep_refuses_bad_inputs_before_sending_anything(kwargs, says):
+    from helpers.bench.sweep import sweep
+
+    sent = []
+
+    class Engine:
+        name = "never called"
+
+        def generate(self, *args, **kw):
+            sent.append(args)
+
+    arguments = {"engines": [Engine()], "prompts": ["hi"], "concurrencies": [1], "max_tokens": 4, "progress": False, **kwargs}
+    with pytest.raises(InputError) as error:
+        sweep(**arguments)
+    assert says in error.value.problem and sent == []

@@ -682,3 +682,109 @@ def test_a_real_paid_api_is_configured_by_environment_only_and_its_key_never_sho
     assert values["paid upstream"].startswith("measured: gpt-4o-mini")
     everything = " ".join([str(values), table.to_csv(), router.ledger.rows().to_csv(), capsys.readouterr().out, str(figures)])
     assert secret not in everything
+
+
+def _luhn_complete(prefix: str, length: int = 16, fill: str = "4817302659") -> str:
+    """A card-shaped number starting with ``prefix`` whose last digit makes the Luhn checksum right."""
+    body = (prefix + fill * 2)[: length - 1]
+
+    def luhn_sum(digits: str) -> int:
+        total = 0
+        for i, d in enumerate(reversed(digits)):
+            d = int(d) * (2 if i % 2 == 1 else 1)
+            total += d - 9 if d > 9 else d
+        return total
+
+    check = next(c for c in "0123456789" if luhn_sum(body + c) % 10 == 0)
+    text = body + check
+    return " ".join(text[i:i + 4] for i in range(0, length, 4))
+
+
+@pytest.mark.parametrize("prefix", ["2221", "2300", "2599", "2720"])
+def test_mastercard_2_series_cards_are_found_and_dates_are_not_phones(prefix):
+    from helpers.deploy import pii
+
+    card = _luhn_complete(prefix + "00")
+    assert [f.kind for f in pii.find_pii(f"I was charged twice on {card}, please refund")] == ["card"]
+    wrong_check = card[:-1] + str((int(card[-1]) + 1) % 10)
+    assert pii.find_pii(f"reference {wrong_check}") == []  # Luhn still decides
+    assert pii.find_pii(_luhn_complete("2800") + " is an order number") == []  # outside 2221-2720
+    for date in ("12.05.2024", "05/12/2024", "2024-05-12"):
+        assert pii.find_pii(f"It was delivered on {date} but broken") == [], date
+
+
+def test_a_burst_of_first_requests_builds_the_analyzer_once(monkeypatch):
+    import threading
+
+    from helpers.deploy import pii
+
+    builds = []
+    real = pii._build_analyzer
+    monkeypatch.setattr(pii, "_ANALYZER", None)
+    monkeypatch.setattr(pii, "_build_analyzer", lambda: builds.append(1) or real())
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(pii.analyzer())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1 and len({id(a) for a in got}) == 1
+
+
+def test_the_budget_is_a_ceiling_even_when_the_api_counts_every_byte(tmp_path):
+    """The reservation is an upper bound (bytes, chat overhead, max_tokens), so settling never passes the cap, even
+    against an upstream that bills more tokens than any real tokenizer makes."""
+    from helpers.deploy.ledger import Ledger
+    from helpers.deploy.router import Router, load_policy
+
+    os.environ.setdefault("OTS_TEST_PAID_KEY", "sk-test-not-real")
+    message = "I have several problems: my invoice is wrong, the app crashes and my parcel is late. " * 3
+    with StandInUpstream(UpstreamConfig(median_latency_s=0.0)) as local, \
+            StandInUpstream(UpstreamConfig(median_latency_s=0.002, tokens="bytes", seed=3)) as paid:
+        policy = load_policy(POLICY, {"local": {"base_url": local.base_url, "model": "local"},
+                                      "paid": {"base_url": paid.base_url, "api_key_env": "OTS_TEST_PAID_KEY", "system_prompt": "Triage it."},
+                                      "routing": {"fallback_paid_to_local": False}})
+        router = Router(policy, Ledger(f"sqlite:///{tmp_path / 'l.db'}"), difficulty=lambda m: 1.0)
+        one = router._estimate(message, 16)
+        policy.monthly_cap_usd = router.ledger.cap = one * 40.5  # room for about 40 paid calls
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(30) as pool:
+            answers = list(pool.map(lambda i: router.handle(f"r{i}", message, max_tokens=16), range(120)))
+    spent = router.ledger.spent()
+    assert spent <= router.ledger.cap + 1e-12, (spent, router.ledger.cap)
+    answered = sum(a.outcome == "answered" for a in answers)
+    assert 30 <= answered < 120 and any("cap" in a.error for a in answers if a.outcome == "failed")
+    rows = router.ledger.rows()
+    assert (rows.loc[rows["route"] == "paid", "cost_usd"] <= one + 1e-12).all()  # no call cost more than its reservation
+
+
+def test_the_policys_cap_applies_and_a_renamed_section_is_named(tmp_path):
+    from helpers.deploy.ledger import Ledger
+    from helpers.deploy.router import Router, load_policy, policy_from_dict
+
+    os.environ.setdefault("OTS_TEST_PAID_KEY", "sk-test-not-real")
+    with StandInUpstream(UpstreamConfig(median_latency_s=0.0, faults={"503": 1.0})) as local, \
+            StandInUpstream(UpstreamConfig(median_latency_s=0.0)) as paid:
+        policy = load_policy(POLICY, {"local": {"base_url": local.base_url}, "budget": {"monthly_cap_usd": 0.0},
+                                      "paid": {"base_url": paid.base_url, "api_key_env": "OTS_TEST_PAID_KEY"}})
+        router = Router(policy, Ledger(f"sqlite:///{tmp_path / 'l.db'}"))  # a ledger built without a cap of its own
+        answer = router.handle("x", "How do I reset my router?")
+    assert answer.outcome == "failed" and "cap" in answer.error and paid.seen == []
+    with pytest.raises(InputError) as renamed:
+        policy_from_dict({"local": {"base_url": "x", "model": "m"}, "paid_api": {"base_url": "y", "model": "n"},
+                          "rules": [{"name": "legal", "contains": ["lawyer"], "route": "paid"}]})
+    assert "unknown section(s) ['paid_api']" in renamed.value.problem and "renamed" in renamed.value.fix
+
+
+def test_an_empty_day_is_refused_by_name_not_a_key_error(tmp_path):
+    import pandas as pd
+
+    from helpers.deploy import traffic
+
+    with pytest.raises(InputError) as empty:
+        traffic.replay(object(), [], progress=False)
+    assert "empty day" in empty.value.problem
+    with pytest.raises(InputError) as report:
+        traffic.report(pd.DataFrame(columns=["request_id"]), pd.DataFrame(), (0.15, 0.6), scale=100)
+    assert "empty" in report.value.problem

@@ -76,3 +76,20 @@ def test_recorded_gpu_check_passed_every_notebook_on_both_tiers():
     assert recorded_labs <= set(gpu_check.lab_names()) and len(recorded_labs) >= 4
     assert record["notebooks"] == 2 * len(recorded_labs)
     assert {s["tier"] for s in record["steps"]} == {"local-gpu", "colab"}
+
+
+def test_a_16_gb_card_skips_the_plan_it_cannot_hold_and_runs_the_rest(capsys):
+    """On a T4, Lab 04's local-gpu plan (three copies of a 7B) does not fit: that step is skipped with the planner's
+    reason and its fix, and every other step, the T4 (colab) plan included, is still planned and run."""
+    from helpers.course import gpu_check
+    from helpers.hardware import describe_gpu
+
+    steps = gpu_check.plan_steps(describe_gpu("T4"), gpu_check.lab_names(), list(gpu_check.TIERS), quick=True, bench=False,
+                                 model_available=lambda key: True)
+    skipped = [s for s in steps if s.kind == "skipped"]
+    assert skipped and all(s.tier == "local-gpu" for s in skipped) and "fix:" in skipped[0].env["reason"]
+    assert len([s for s in steps if s.kind == "notebook" and s.tier == "colab"]) == len(gpu_check.lab_names())
+    assert gpu_check.main(["--dry", "--gpu", "T4", "--skip-bench"]) == 0
+    assert "skipped 04_benchmarking" in capsys.readouterr().out
+    record, text = gpu_check.summarise({"date": "d", "gpu": "T4"}, [*skipped])
+    assert "does not fit this GPU" in text

@@ -49,9 +49,11 @@ class RequestRecord:
 
     @property
     def tpot(self) -> float:
+        """Time per output token after the first, vLLM's definition: (last token's arrival - first token's) / (tokens - 1).
+        The last *content* chunk's time, not the stream's close: the finish and usage chunks after it carry no token."""
         if not self.ok or self.output_tokens < 2:
             return math.nan
-        return (self.e2e - self.ttft) / (self.output_tokens - 1)
+        return (self.chunk_times[-1] - self.chunk_times[0]) / (self.output_tokens - 1)
 
     @property
     def itl(self) -> list[float]:
@@ -76,6 +78,15 @@ class SLO:
 
     ttft_s: float = 2.0
     tpot_s: float = 0.25
+
+    def __post_init__(self):
+        for name in ("ttft_s", "tpot_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                from ..errors import InputError
+
+                raise InputError(f"SLO {name} = {value!r}: a latency limit must be a positive number of seconds",
+                                 fix=f"e.g. SLO(ttft_s=2.0, tpot_s=0.25); {name} in seconds, above 0")
 
     def met(self, record: RequestRecord) -> bool:
         return record.ok and record.ttft <= self.ttft_s and (math.isnan(record.tpot) or record.tpot <= self.tpot_s)

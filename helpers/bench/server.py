@@ -269,9 +269,17 @@ def main(argv: list[str] | None = None) -> int:
     p = plan("05")
     key = args.model or p.model
     folder = ensure_embedded(progress=True) if key == "smollm2-135m" else resolve_model(key).location
-    server = LocalServer.for_plan(p, folder, port=args.port, max_lifetime_s=args.minutes * 60).start()
-    print(f"serving {key} with {server.label} at {server.base_url} (model name: {server.model}); stops after {args.minutes:g} min or on Ctrl-C")
+
+    def interrupted(signum, frame):  # SIGTERM (kill, a supervisor) and SIGHUP (a closed terminal) stop it like Ctrl-C:
+        raise KeyboardInterrupt  # the server, in a session of its own, would otherwise outlive this process on the port
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupted)
+    server = LocalServer.for_plan(p, folder, port=args.port, max_lifetime_s=args.minutes * 60)
     try:
+        server.start()
+        print(f"serving {key} with {server.label} at {server.base_url} (model name: {server.model}); stops after {args.minutes:g} min, "
+              "on Ctrl-C or on SIGTERM")
         while server.alive():
             time.sleep(1.0)
     except KeyboardInterrupt:

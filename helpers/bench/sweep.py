@@ -41,10 +41,27 @@ def sweep(engines: list, prompts: list[str], concurrencies: list[int], requests_
     import pandas as pd
     from tqdm.auto import tqdm
 
+    from ..errors import InputError
+
+    # the learner's inputs are checked before anything is sent: a typo is an error naming it, never a row of failures
+    if not engines:
+        raise InputError("no engine to sweep", fix="pass a list of engines, e.g. [served]")
+    if not prompts or not all(isinstance(p, str) and p for p in prompts):
+        raise InputError("prompts must be a non-empty list of non-empty strings", fix="pass prompts as a list of text, e.g. bench.prompts()")
+    bad = [c for c in concurrencies if isinstance(c, bool) or not isinstance(c, int) or c < 1]
+    if not concurrencies or bad:
+        raise InputError(f"concurrency levels {list(concurrencies)!r}: each must be a whole number of requests in flight, at least 1",
+                         fix="e.g. [1, 2, 4]")
+    if requests_per_level is not None and (isinstance(requests_per_level, bool) or not isinstance(requests_per_level, int)
+                                           or requests_per_level < 1):
+        raise InputError(f"requests_per_level = {requests_per_level!r}: at least 1 request per level",
+                         fix="leave it out (twice the concurrency, at least 4) or pass a whole number >= 1")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InputError(f"max_tokens = {max_tokens!r}: at least 1 token per reply", fix="e.g. max_tokens=32")
     rows, records = [], []
     steps = [(engine, c) for engine in engines for c in concurrencies]
     for engine, concurrency in tqdm(steps, desc="load sweep", disable=not progress):
-        n = requests_per_level or max(4, 2 * concurrency)
+        n = requests_per_level if requests_per_level is not None else max(4, 2 * concurrency)
         start = time.perf_counter()
         try:
             level = run_level(engine, prompts, concurrency, n, max_tokens, time_limit_s)

@@ -90,10 +90,16 @@ def model_on_disk(key: str) -> bool:
 def plan_steps(hw, labs: list[str], tiers: list[str], quick: bool, bench: bool, model_available=model_on_disk,
                timeout_s: int = 900) -> list[Step]:
     """Every step gpu-check runs on ``hw``, in order (nothing is run here)."""
+    from ..errors import KitError
+
     steps = []
     for tier in tiers:
         for lab in labs:
-            env = notebook_env(lab[:2], tier, hw, model_available)
+            try:
+                env = notebook_env(lab[:2], tier, hw, model_available)
+            except KitError as error:  # e.g. the local-gpu plan of a lab does not fit a 16 GB card: say so, run the rest
+                steps.append(Step("skipped", lab, tier, [], {"reason": f"{error.problem} (fix: {error.fix})"}, timeout_s))
+                continue
             if quick:
                 env["OTS_QUICK"] = "1"
             notebook = REPO_ROOT / "solutions" / f"{lab}.ipynb"
@@ -222,6 +228,9 @@ def summarise(machine: dict, steps: list[Step]) -> tuple[dict, str]:
         skipped = f" ({len(r['skipped'])} skipped: {r['skipped'][0]['reason']})" if r.get("skipped") else ""
         lines.append(f"| {s.tier} | {s.name} | {plan_text} | {r.get('ok', 0)} / {r.get('cells', '?')}{skipped} | {r.get('seconds', '')} | {failure} |")
     for s in steps:
+        if s.kind == "skipped":
+            lines.append(f"| {s.tier} | {s.name} | does not fit this GPU | - | - | skipped: {s.env['reason'][:120].replace('|', '/')} |")
+    for s in steps:
         if s.kind == "bench":
             lines += ["", f"## {s.name} (exit {s.result.get('returncode')}, {s.result.get('seconds')} s)", ""]
             lines += [f"    {line}" for line in s.result.get("figures", [])] or ["    (no figures; see the log)"]
@@ -257,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         steps = plan_steps(hw, labs, args.tiers, args.quick, not args.skip_bench, model_available=lambda key: key == STAND_IN_MODEL)
         print(f"gpu-check --dry for {hw.summary()}: {len(steps)} steps")
         for step in steps:
+            if step.kind == "skipped":
+                print(f"  [{step.tier}] skipped {step.name}: {step.env['reason']}")
+                continue
             env = " ".join(f"{k}={v}" for k, v in step.env.items() if k.startswith("OTS_"))
             print(f"  [{step.tier}] {step.kind} {step.name}: {env} {' '.join(Path(c).name if '/' in c else c for c in step.command[1:])}")
         return 0
@@ -277,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
                "quick": args.quick}
     for number, step in enumerate(steps, 1):
         print(f"[gpu-check {number}/{len(steps)}] {step.tier} {step.kind} {step.name} ...", flush=True)
+        if step.kind == "skipped":
+            step.result = {"returncode": "skipped", "seconds": 0, "reason": step.env["reason"]}
+            print(f"    skipped: {step.env['reason']}", flush=True)
+            continue
         step.result = _run_step(step, logs)
         r = step.result
         print(f"    {r.get('ok', '-')}/{r.get('cells', '-')} cells ok, exit {r['returncode']}, {r['seconds']} s", flush=True)

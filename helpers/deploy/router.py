@@ -29,6 +29,9 @@ from ..errors import InputError, KitError
 from .ledger import BudgetExceeded, Ledger
 
 
+CHAT_OVERHEAD_TOKENS = 16  # per message, for the chat template's role markers (OpenAI's own count is 3-4)
+
+
 class RoutingError(KitError):
     """A request could not be answered under the policy."""
 
@@ -91,6 +94,10 @@ def load_policy(path: str | Path, overrides: dict[str, dict] | None = None) -> P
 
 
 def policy_from_dict(data: dict, where: str = "policy") -> Policy:
+    unknown_sections = set(data) - {"local", "paid", "budget", "routing", "resilience", "rules"}
+    if unknown_sections:  # first: a renamed [paid] must not surface as a rule pointing at an unknown upstream
+        raise InputError(f"{where}: unknown section(s) {sorted(unknown_sections)}",
+                         fix="use [local], [paid], [budget], [routing], [resilience] and [[rules]] (a section renamed? put its name back)")
     known = {f.name: f for f in fields(Policy)}
     upstreams = {}
     for name in ("local", "paid"):
@@ -118,10 +125,6 @@ def policy_from_dict(data: dict, where: str = "policy") -> Policy:
             if not isinstance(value, expected):
                 raise InputError(f"{where}: [{section}] {key} = {value!r} should be a {expected.__name__}", fix=f"write {key} as a {expected.__name__}")
             settings[key] = value
-    unknown_sections = set(data) - {"local", "paid", "budget", "routing", "resilience", "rules"}
-    if unknown_sections:
-        raise InputError(f"{where}: unknown section(s) {sorted(unknown_sections)}",
-                         fix="use [local], [paid], [budget], [routing], [resilience] and [[rules]]")
     return Policy(local=upstreams["local"], paid=upstreams.get("paid"), **settings)
 
 
@@ -203,6 +206,8 @@ class Router:
         if pii is None:
             from .pii import find_pii as pii
         self.policy, self.ledger, self.pii = policy, ledger, pii
+        # the policy's cap applies whatever the ledger was built with: the stricter of the two holds
+        ledger.cap = policy.monthly_cap_usd if ledger.cap is None else min(ledger.cap, policy.monthly_cap_usd)
         self.difficulty = difficulty or (lambda message: 0.0)
         self.breakers = {name: CircuitBreaker(policy.breaker_failures, policy.breaker_cooldown_s) for name in ("local", "paid")}
         self.clients = {"local": self._client(policy.local)}
@@ -251,9 +256,14 @@ class Router:
         return ["local"] + (["paid"] if paid and self.policy.fallback_local_to_paid else []), "routine: local", False
 
     def _estimate(self, message: str, max_tokens: int) -> float:
+        """An upper bound of what the paid call can cost, reserved before it: a byte-level tokenizer never makes more
+        tokens than the text has UTF-8 bytes, plus the chat format's few tokens per message (16 allowed); the reply is
+        at most ``max_tokens``. Settling the actual cost then never passes the reservation, so never the cap."""
         per_in, per_out = self.prices.get("paid", (0.0, 0.0))
-        words = len(message.split()) + len((self.policy.paid.system_prompt if self.policy.paid else "").split())
-        return words * 1.5 * per_in + max_tokens * per_out  # ~1.5 tokens a word: a cap, not the bill
+        system = self.policy.paid.system_prompt if self.policy.paid else ""
+        messages = 2 if system else 1
+        tokens_in = len(message.encode()) + len(system.encode()) + CHAT_OVERHEAD_TOKENS * messages
+        return tokens_in * per_in + max_tokens * per_out
 
     # ---------------------------------------------------------------- one request
     def _call(self, name: str, message: str, max_tokens: int):

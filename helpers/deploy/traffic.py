@@ -111,6 +111,10 @@ def replay(router, day: list[Request], concurrency: int = 8, time_limit_s: float
     import pandas as pd
     from tqdm.auto import tqdm
 
+    if not day:
+        raise InputError("an empty day: nothing to replay", fix="sample a day with at least one request: traffic.sample_day(rows, n, ...), n >= 1")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise InputError(f"concurrency = {concurrency!r}: at least 1 request in flight", fix="e.g. concurrency=4")
     pending_events = sorted((events or {}).items())
     results: dict[str, dict] = {}
     start = time.perf_counter()
@@ -182,6 +186,11 @@ def report(table, ledger_rows, prices_per_1m: tuple[float, float], scale: float)
     tokens (Lab 01's snapshot); ``scale`` = conversations each simulated request stands for."""
     import pandas as pd
 
+    if len(table) == 0:
+        raise InputError("the day's table is empty: no request was replayed", fix="sample a day with at least one request "
+                         "(traffic.sample_day(rows, n, ...), n >= 1) and replay it before the report")
+    if scale <= 0 or not math.isfinite(scale):
+        raise InputError(f"scale = {scale!r}: conversations each simulated request stands for", fix="a positive number")
     merged = table.merge(ledger_rows[["request_id", "tokens_in", "tokens_out", "cost_usd"]], on="request_id", how="left").fillna(
         {"tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0})
     per_in, per_out = (p / 1e6 for p in prices_per_1m)

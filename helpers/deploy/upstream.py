@@ -43,6 +43,9 @@ class UpstreamConfig:
     # the reply for a prompt (the system and user messages joined); None: the fixed sentence. Tests use it to stand in
     # for a model that answers the desk's task, right or wrong as they choose
     answer: Callable[[str], str] | None = None
+    # how usage counts prompt tokens: "words" (the default), or "bytes": every UTF-8 byte of every message plus 4 per
+    # message for the chat format (more than any real tokenizer: the budget tests' worst case)
+    tokens: str = "words"
 
     def __post_init__(self):
         unknown = set(self.faults) - set(FAULTS)
@@ -200,8 +203,9 @@ class StandInUpstream:
             words = str(self.config.answer(prompt)).split(" ")
         else:
             words = _reply_words(prompt, int(request.get("max_tokens") or 32))
-        usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(words),
-                 "total_tokens": len(prompt.split()) + len(words)}
+        prompt_tokens = (sum(len(str(m.get("content", "")).encode()) + 4 for m in messages) if self.config.tokens == "bytes"
+                         else len(prompt.split()))
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
         base = {"id": f"chatcmpl-{len(self.seen)}", "created": int(time.time()), "model": request.get("model") or self.config.model}
         if not request.get("stream"):
             return self._json(handler, 200, {**base, "object": "chat.completion", "usage": usage, "choices": [
