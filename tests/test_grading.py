@@ -280,7 +280,7 @@ def test_sandbox_environment_is_an_allow_list_and_key_shapes_are_redacted(tmp_pa
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     env = grading.sandbox_env(tmp_path, tmp_path / "home")
     assert SECRET not in " ".join(env.values()) and "OPENAI_API_KEY" not in env and env["OMP_NUM_THREADS"] == "1"
-    assert env["HOME"] == str(tmp_path / "home") and env["TMPDIR"] == "/tmp"
+    assert env["HOME"] == str(tmp_path / "home") and env["TMPDIR"] == "/tmp" and env["OTS_GRADING"] == "1"
     assert grading.redact(f"ValueError: {SECRET} and sk-" + "proj1234567890abc") == "ValueError: [redacted] and [redacted]"
     assert grading.csv_cell("=HYPERLINK(1)") == "'=HYPERLINK(1)" and grading.csv_cell(3.0) == 3.0
     hidden = [str(p) for p in grading._hidden_roots([])]
