@@ -197,3 +197,12 @@ def test_a_quick_run_writes_its_own_memo(tmp_path, monkeypatch):
     monkeypatch.setenv("OTS_QUICK", "1")
     monkeypatch.chdir(tmp_path)
     assert memo.render_html(memo.build(samples=30)) == tmp_path / "decision_memo.quick.html"
+
+
+def test_the_report_cuts_no_verdict_short(tmp_path, monkeypatch):
+    monkeypatch.setenv("OTS_RESULTS", str(tmp_path / "results.json"))
+    monkeypatch.chdir(tmp_path)
+    long_verdict = "holds only if a small open model is good enough for the task (Labs 03-04 test that): the saving is even larger"
+    claims = pd.DataFrame({"says": ["x" * 120], "lab": ["01"], "verdict": [long_verdict]}, index=["C2"])
+    text = memo.render_html(memo.build(claims=claims, samples=20)).read_text()
+    assert long_verdict in text and "x" * 120 in text

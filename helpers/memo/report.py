@@ -550,7 +550,14 @@ def _money_table(frame, columns) -> str:
 
 
 def render_html(memo: Memo, path: str | Path | None = None) -> Path:
-    """Write the memo as one self-contained HTML file (tables and plots inline) and return its path."""
+    """Write the memo as one self-contained HTML file (tables and plots inline, no cell cut short) and return its path."""
+    import pandas as pd
+
+    with pd.option_context("display.max_colwidth", None):
+        return _render_html(memo, path)
+
+
+def _render_html(memo: Memo, path: str | Path | None = None) -> Path:
     path = Path(path) if path is not None else memo_path()
     missing = memo.inputs[memo.inputs["source"].str.startswith("missing")]
     grid = verdict_grid(memo.judgement)
