@@ -106,7 +106,7 @@ def test_claims_c6_c8_take_the_learners_exercise_answers():
     from helpers import quantize as q
 
     base6, base8 = q.claims.check_c6(), q.claims.check_c8()
-    assert "do exercise 2" in base6["evidence"] and "do exercise 1" in base8["evidence"]
+    assert "finish exercise 2" in base6["evidence"] and "finish exercise 1" in base8["evidence"]
     fits = q.claims.check_c8(your_load_gb=10.0)
     assert fits["verdict"] == base8["verdict"] and "10.0 GB" in fits["evidence"]
     assert "one conversation at a time" in q.claims.check_c8(your_load_gb=30.0)["verdict"]

@@ -161,7 +161,7 @@ def test_c2_verdict_follows_the_learners_cheaper_api_break_even():
     inputs = tco.default_inputs()
     volume = inputs["conversations_per_month"]
     alone = tco.claims.check_c2(inputs)
-    assert "do exercise 2" in alone["evidence"]
+    assert "finish exercise 2" in alone["evidence"]
     above = tco.claims.check_c2(inputs, cheaper_api=("gpt-4.1-mini", volume * 1.5))
     assert above["verdict"].startswith(alone["verdict"]) and "against gpt-4.1-mini it does not" in above["verdict"]
     never = tco.claims.check_c2(inputs, cheaper_api=("gpt-4.1-mini", None))

@@ -18,7 +18,7 @@ TICKET = "Hello, I cannot log in to my account since this morning. Please help!"
 def _grading(lab):
     solution = nbformat.read(SOLUTIONS / f"{lab}.ipynb", as_version=4)
     imports, functions = trusted.solution_bindings(solution)
-    return trusted.grading_spec(solution, autograder_zip(lab)), imports, functions
+    return trusted.grading_spec(solution, autograder_zip(lab), lab), imports, functions
 
 
 def _score(lab, namespace, provided, tmp_path):
@@ -27,7 +27,8 @@ def _score(lab, namespace, provided, tmp_path):
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     trusted.export_answers(str(tmp_path / "spec.json"), str(tmp_path / "answers.json"), namespace)
     answers = trusted.read_answers(tmp_path / "answers.json")
-    return trusted.score_answers(autograder_zip(lab), answers, imports, functions, provided)
+    return trusted.score_answers(autograder_zip(lab), answers, imports, functions, provided,
+                                 {name: trusted.lab_context(lab)[name] for name in spec["context"]})
 
 
 def test_the_sandbox_gets_no_hidden_test_and_no_expected_value(tmp_path):
@@ -74,13 +75,59 @@ def test_kit_names_are_the_kits_whatever_the_kernel_bound_them_to(tmp_path):
     namespace = {"tco": fake, "inputs": inputs, "workload": workload, "host": host, "horizon": horizon,
                  "my_monthly_api_fees": 1000.0, "mini_break_even": ..., "biggest_lever": ..., "biggest_swing": ...}
     scores, messages = _score("01_tco_economics", namespace, {}, tmp_path)
-    assert scores["q1"] == 1.0 and "hidden test failed" in messages["q1"][0]  # the public bounds pass; the kit's figure does not
+    assert scores["q1"] == 0.0 and messages["q1"][0].startswith("✗ not gpt-4o-mini's monthly fees")
     namespace["my_monthly_api_fees"] = tco.api_cost(tco.Workload(2_000_000, 900, 250), "gpt-4o-mini").monthly["API fees"]
     assert _score("01_tco_economics", namespace, {}, tmp_path)[0]["q1"] == 2.0
 
 
+def test_rebinding_the_lessons_inputs_cannot_move_the_expected_value(tmp_path):
+    """The Lab 01 attack of issue 24: a notebook rebinds one input (a nearly free GPU) and answers consistently with it.
+    No test reads the notebook's inputs any more, so the consistent wrong answer scores nothing."""
+    from helpers import tco
+
+    cheap = tco.default_inputs() | {"usd_per_gpu_hour": 0.05}
+    workload, _, host, horizon = tco.from_inputs(cheap)
+    wrong = tco.break_even_volume(workload, "gpt-4.1-mini", host, horizon, cheap["api_engineer_fte"])
+    namespace = {"tco": tco, "inputs": cheap, "workload": workload, "host": host, "horizon": horizon,
+                 "my_monthly_api_fees": ..., "mini_break_even": wrong, "biggest_lever": ..., "biggest_swing": ...}
+    scores, messages = _score("01_tco_economics", namespace, {}, tmp_path)
+    assert scores["q2"] == 0.0 and messages["q2"]
+    spec, _, _ = _grading("01_tco_economics")
+    assert not {"inputs", "workload", "host", "horizon"} & set(spec["data"])  # never even exported
+
+
+def test_a_test_reading_a_rebindable_name_cannot_be_built(tmp_path):
+    """The guard behind the rule: an autograder whose tests read a notebook name that is neither an answer nor declared
+    measured context is refused when it is built."""
+    import zipfile
+
+    solution = nbformat.read(SOLUTIONS / "01_tco_economics.ipynb", as_version=4)
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("tests/q9.py", "OK_FORMAT = True\ntest = {'name': 'q9', 'points': 1, 'suites': [{'cases': [{'code': "
+                                        "'>>> assert mini_break_even == inputs[\"x\"]', 'hidden': True, 'locked': False}], "
+                                        "'scored': True, 'setup': '', 'teardown': '', 'type': 'doctest'}]}\n")
+    with pytest.raises(RuntimeError, match="inputs"):
+        trusted.grading_spec(solution, bad, "01_tco_economics")
+
+
+def test_a_forged_measured_table_is_refused_by_name(tmp_path):
+    import pandas as pd
+
+    forged = pd.DataFrame({"perplexity": [30.0]}, index=["nf4"])  # no baseline row: made to fit an answer
+    namespace = {"table": forged, "nf4_increase": 0.0, "why": "a", "predicted_gb": ..., "largest_on_l4": ...}
+    scores, messages = _score("02_quantized_inference", namespace, {}, tmp_path)
+    assert scores["q3"] == 0.0 and "table is not what this lab measures" in messages["q3"][0]
+
+
 def _mask_right(ids, n):
     return [-100] * n + list(ids[n:])
+
+
+def _mask_in_place(ids, n):
+    for i in range(n):
+        ids[i] = -100
+    return ids
 
 
 class _AlwaysEqual(list):
@@ -90,8 +137,9 @@ class _AlwaysEqual(list):
 
 @pytest.mark.parametrize("function, kit_patched, points, says", [
     (_mask_right, False, 2.0, None),
-    (lambda ids, n: [-100] * (n + 1) + list(ids[n + 1:]), False, 0.0, "expected [-100, -100, 7, 8]"),  # off by one
-    (lambda ids, n: _AlwaysEqual(), False, 0.0, "expected"),  # an object that claims to equal anything
+    (lambda ids, n: [-100] * (n + 1) + list(ids[n + 1:]), False, 0.0, "off by one"),
+    (lambda ids, n: _AlwaysEqual(), False, 0.0, "mask exactly"),  # an object that claims to equal anything
+    (_mask_in_place, False, 0.0, "changed the list"),  # the change to its input is replayed in the grader too
     (..., False, 0.0, "not done yet"),
     (_mask_right, True, 0.0, "was not called the way the checks call it"),  # the kit's example builder patched in the kernel
 ])

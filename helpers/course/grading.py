@@ -171,8 +171,9 @@ def lab_grading(lab: str) -> dict:
     if key not in _LAB_GRADING:
         solution = nbformat.read(SOLUTIONS / f"{lab}.ipynb", as_version=4)
         imports, functions = trusted.solution_bindings(solution)
-        spec = trusted.grading_spec(solution, autograder_zip(lab))
-        _LAB_GRADING[key] = {"spec": spec, "imports": imports, "functions": functions, "provided": spec["provided"]}
+        spec = trusted.grading_spec(solution, autograder_zip(lab), lab)
+        _LAB_GRADING[key] = {"spec": spec, "imports": imports, "functions": functions, "provided": spec["provided"],
+                             "context": {name: trusted.lab_context(lab)[name] for name in spec["context"]}}
     return _LAB_GRADING[key]
 
 
@@ -600,7 +601,8 @@ def _scoring_process(lab: str, plan_text: str, requests, replies) -> None:
             return
         try:
             answers = trusted.read_answers(Path(path))
-            found, messages = trusted.score_answers(autograder, answers, grading["imports"], grading["functions"], provided) if answers else ({}, {})
+            found, messages = trusted.score_answers(autograder, answers, grading["imports"], grading["functions"], provided,
+                                                   grading["context"]) if answers else ({}, {})
             replies.put((answers, found, messages, ""))
         except BaseException as error:  # noqa: BLE001 - one submission's problem, never the class's
             replies.put(({}, {}, {}, f"scoring failed on this submission's answers ({type(error).__name__})"))

@@ -147,6 +147,9 @@ def build(labs: list[str] | None = None, labs_dir: Path = LABS, build_dir: Path 
         shutil.copytree(student, target)
         shutil.copy(autograder, build_dir / f"{lab}.zip")
         shutil.rmtree(tmp, ignore_errors=True)
+        from . import trusted
+
+        trusted.grading_spec(_read(SOLUTIONS / f"{lab}.ipynb"), build_dir / f"{lab}.zip", lab)  # tests read trusted inputs only
         print(f"built labs/{lab}/ and {build_dir.relative_to(REPO_ROOT) if build_dir.is_relative_to(REPO_ROOT) else build_dir}/{lab}.zip")
     return labs
 

@@ -110,8 +110,9 @@ def hidden_probes(solution_nb) -> dict[str, str]:
     return {question: "\n".join(lines) for question, lines in probes.items()}
 
 
-def grading_spec(solution_nb, autograder: Path) -> dict:
-    """What the sandbox must report for a lab: data names, function names and the probe code per question."""
+def grading_spec(solution_nb, autograder: Path, lab: str | None = None) -> dict:
+    """What the sandbox must report for a lab: data names, function names and the probe code per question. With
+    ``lab``, refuses tests that read a notebook name which is neither an answer nor the lab's declared measured context."""
     imports, functions = solution_bindings(solution_nb)
     tests = _tests_in_zip(autograder)
     names: set[str] = set()
@@ -127,7 +128,50 @@ def grading_spec(solution_nb, autograder: Path) -> dict:
         names |= free_names(code)
     provided = sorted(names & set(PROVIDED))
     names -= set(imports) | set(PROVIDED)
-    return {"functions": sorted(names & functions), "data": sorted(names - functions), "probes": probes, "provided": provided}
+    context = set(lab_context(lab)) if lab else set()
+    if lab:
+        loose = names - functions - answer_names(solution_nb) - context
+        if loose:
+            raise RuntimeError(f"{lab}: the tests read {sorted(loose)}, which the notebook sets outside an answer: a learner could rebind "
+                               "them to pass. Compute the expected value from the kit's data in the test (helpers.course.checks), "
+                               f"or declare a measured table in helpers/course/checks/lab{lab[:2]}.py CONTEXT with a validator")
+    return {"functions": sorted(names & functions), "data": sorted(names - functions), "probes": probes, "provided": provided,
+            "context": sorted(names & context)}
+
+
+def lab_context(lab: str) -> dict:
+    """The measured names ``lab``'s checks may read besides the answers (name -> validator), from its checks module."""
+    try:
+        module = importlib.import_module(f"helpers.course.checks.lab{lab[:2]}")
+    except ModuleNotFoundError:
+        return {}
+    return dict(getattr(module, "CONTEXT", {}))
+
+
+def answer_names(solution_nb) -> set[str]:
+    """The names the learner's answers bind: assigned (or defined) by the lines otter replaces in the solution's answer
+    cells (the ``# SOLUTION`` lines where a cell marks some, else the whole cell)."""
+    names: set[str] = set()
+    inside = False
+    for cell in solution_nb.cells:
+        if cell.cell_type == "raw" and cell.source.strip().upper().startswith("# BEGIN SOLUTION"):
+            inside = True
+        elif cell.cell_type == "raw" and cell.source.strip().upper().startswith("# END SOLUTION"):
+            inside = False
+        elif inside and cell.cell_type == "code":
+            lines = [line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!", "# BEGIN", "# END"))]
+            marked = [line for line in lines if re.search(r"#\s*SOLUTION\s*$", line)]
+            source = "\n".join(line for line in (marked or lines))
+            try:
+                tree = ast.parse(source)
+            except SyntaxError:
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                    names.add(node.id)
+                elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    names.add(node.name)
+    return names
 
 
 def public_autograder(autograder: Path, out: Path) -> Path:
@@ -213,7 +257,8 @@ class _Recorder:
         except Exception as error:
             self._calls.append([key, {"__raised__": [type(error).__name__, str(error)[:300]]}])
             raise
-        self._calls.append([key, _encoded(result)])
+        after = _encoded([list(args), kwargs])  # a function that changes its arguments in place: replayed in place too
+        self._calls.append([key, _encoded(result)] + ([after] if json.dumps(after, sort_keys=True) != key else []))
         return result
 
 
@@ -301,16 +346,26 @@ class Replay:
     def __init__(self, name: str, calls: list):
         self.__name__ = name
         self.missed: list[str] = []  # calls the notebook never made: the kit code around them was not the kit's
-        self._answers = {}
-        for key, result in calls:
-            if isinstance(key, str):
-                self._answers.setdefault(key, result)
+        self._answers, self._after = {}, {}
+        for entry in calls:
+            if isinstance(entry, list) and len(entry) >= 2 and isinstance(entry[0], str):
+                self._answers.setdefault(entry[0], entry[1])
+                if len(entry) > 2:
+                    self._after.setdefault(entry[0], entry[2])
 
     def __call__(self, *args, **kwargs):
         key = json.dumps(_plain([list(args), kwargs]), sort_keys=True)
         if key not in self._answers:
             self.missed.append(key[:200])
             raise NotProbed(f"{self.__name__} was not called with these arguments when the notebook ran")
+        if key in self._after:  # the learner's function changed a list or dict it was given: so does its replay
+            changed = _rebuild(self._after[key])
+            if isinstance(changed, list) and len(changed) == 2 and isinstance(changed[0], list):
+                for given, now in zip(args, changed[0]):
+                    if isinstance(given, list) and isinstance(now, list):
+                        given[:] = now
+                    elif isinstance(given, dict) and isinstance(now, dict):
+                        given.clear(), given.update(now)
         result = self._answers[key]
         if isinstance(result, dict) and "__raised__" in result:
             kind, message = result["__raised__"]
@@ -385,8 +440,10 @@ def trusted_import(module: str, attribute: str | None):
     return getattr(imported, attribute) if attribute else imported
 
 
-def namespace_for(answers: dict, imports: dict[str, tuple[str, str | None]], functions: set[str], provided: dict) -> dict:
-    """The namespace the tests run in: learner data rebuilt, kit names imported fresh, functions replayed."""
+def namespace_for(answers: dict, imports: dict[str, tuple[str, str | None]], functions: set[str], provided: dict,
+                  context: dict | None = None, refused: dict | None = None) -> dict:
+    """The namespace the tests run in: learner data rebuilt, kit names imported fresh, functions replayed. A measured
+    ``context`` value (name -> validator) that its validator refuses is not gradable data (reason in ``refused``)."""
     namespace: dict = {}
     for name, value in answers.get("data", {}).items():
         if name in imports or name in PROVIDED:
@@ -395,6 +452,16 @@ def namespace_for(answers: dict, imports: dict[str, tuple[str, str | None]], fun
             namespace[name] = _rebuild(value)
         except Exception as error:  # noqa: BLE001
             namespace[name] = Unavailable(f"{name} ({type(error).__name__}: {error})")
+            continue
+        if context and name in context:
+            try:
+                why = context[name](namespace[name])
+            except Exception as error:  # noqa: BLE001 - a validator that cannot read the value refuses it
+                why = f"it cannot be read ({type(error).__name__})"
+            if why:
+                namespace[name] = Unavailable(f"{name}: {why}")
+                if refused is not None:
+                    refused[name] = why
     for name, calls in answers.get("calls", {}).items():
         if name in functions and name not in namespace:
             namespace[name] = Replay(name, calls if isinstance(calls, list) else [])
@@ -434,7 +501,8 @@ def read_answers(path: Path) -> dict:
     return answers if isinstance(answers, dict) else {}
 
 
-def score_answers(autograder: Path, answers: dict, imports, functions, provided: dict) -> tuple[dict[str, float], dict[str, list[str]]]:
+def score_answers(autograder: Path, answers: dict, imports, functions, provided: dict,
+                  context: dict | None = None) -> tuple[dict[str, float], dict[str, list[str]]]:
     """Run every test of ``autograder`` (public and hidden) with otter's runner over the rebuilt namespace.
     Returns points per question and, per question, the public checks' one-line messages (hidden tests'
     code and output never reach a learner)."""
@@ -453,10 +521,18 @@ def score_answers(autograder: Path, answers: dict, imports, functions, provided:
             archive.extractall(folder, members=names)
         for name in sorted(names):
             test_file = OKTestFile.from_file(str(Path(folder) / name))
-            namespace = namespace_for(answers, imports, functions, provided)
+            refused: dict[str, str] = {}
+            namespace = namespace_for(answers, imports, functions, provided, context, refused)
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 test_file.run(namespace)
             scores[test_file.name] = float(test_file.score)
+            reads = {n for case in test_file.test_cases for n in free_names(case_source(case.body))} & set(refused)
+            if reads:  # a measured table that is not what the lab measures: the test that reads it scores nothing
+                scores[test_file.name] = 0.0
+                name = sorted(reads)[0]
+                messages[test_file.name] = [f"✗ {name} is not what this lab measures ({refused[name]}): run the notebook top to bottom "
+                                            "without changing it"]
+                continue
             replays = [value for value in namespace.values() if isinstance(value, Replay) and value.missed]
             if replays:  # e.g. the notebook patched the kit so the probes never reached the learner's function
                 scores[test_file.name] = 0.0

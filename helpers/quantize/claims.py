@@ -39,7 +39,7 @@ def check_c6(context: int = 8192, your_largest_on_l4: str | None = None) -> dict
         if billions >= 7.5 and verdict != "does not hold":
             verdict += "; an A100 is more than an 8B model needs: a 24 GB L4 holds one in int8 (your exercise 2)"
     else:
-        evidence += "; do exercise 2 to test the claim on a smaller card"
+        evidence += "; finish exercise 2 (until its check passes) to test the claim on a smaller card"
     return {"verdict": verdict, "evidence": evidence, "counts": {**{("llama3.1-8b", g): n for g, n in small.items()}, **big}}
 
 
@@ -84,5 +84,5 @@ def check_c8(context: int = 4096, vram_gb: float = 16.0, your_load_gb: float | N
         if your_load_gb > usable and fits:
             verdict += f", and for one conversation at a time: 4 x 8,192 tokens needs more than {usable:.1f} GB (your exercise 1)"
     else:
-        evidence += "; do exercise 1 to test it at a support desk's load"
+        evidence += "; finish exercise 1 (until its check passes) to test it at a support desk's load"
     return {"verdict": verdict, "evidence": evidence, "totals": totals}

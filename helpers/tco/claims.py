@@ -73,7 +73,7 @@ def check_c2(inputs: dict, draws=None, cheaper_api: tuple[str, float | None] | N
     if cheaper_wins and share > 0:
         verdict += f"; against {cheaper_api[0]} it does not (your exercise 2): the API chosen decides the claim"
     elif cheaper_api is None:
-        evidence += "; do exercise 2 to test it against a cheaper API"
+        evidence += "; finish exercise 2 (until its check passes) to test it against a cheaper API"
     return {"verdict": verdict, "evidence": evidence, "saving_share": share}
 
 

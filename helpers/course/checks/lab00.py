@@ -1,0 +1,76 @@
+"""Lab 00's checks: count tokens (q1), the whole pipeline (q2). The lesson's texts live here, so a notebook that
+edits its copy of ``TICKET`` or ``QUESTION`` is checked against the lesson's, not its own."""
+from __future__ import annotations
+
+from . import NOT_DONE, guarded, is_number, not_done
+
+TICKET = "Hello, I cannot log in to my account since this morning. Please help!"
+QUESTION = "In one sentence, what does a support desk do?"
+MAX_NEW_TOKENS = 30
+CONTEXT: dict = {}
+
+
+def _count(tokenizer, text: str) -> int:
+    return len(tokenizer(text)["input_ids"])
+
+
+@guarded
+def q1(n_tokens, tokens_per_word, tokenizer) -> str | None:
+    if not_done(n_tokens, tokens_per_word):
+        return f"{NOT_DONE}: set n_tokens and tokens_per_word"
+    if not isinstance(n_tokens, int) or isinstance(n_tokens, bool) or n_tokens <= 0:
+        return f"n_tokens should be a positive whole number, got {n_tokens!r}"
+    words = len(TICKET.split())
+    expected = _count(tokenizer, TICKET)
+    if n_tokens != expected:
+        templated = len(tokenizer.apply_chat_template([{"role": "user", "content": TICKET}], tokenize=True, return_dict=True,
+                                                      add_generation_prompt=False)["input_ids"]) \
+            if getattr(tokenizer, "chat_template", None) else None
+        if n_tokens == words:
+            return f"{words} is the number of words: count the tokenizer's tokens instead"
+        if n_tokens in (len(TICKET), len(TICKET.encode())):
+            return f"{n_tokens} is the number of characters: count the tokenizer's tokens instead"
+        if templated is not None and n_tokens >= templated - 2 and n_tokens > expected:
+            return "that count includes the chat template's markers: tokenize TICKET itself (no chat template)"
+        if n_tokens == _count(tokenizer, QUESTION):
+            return "that is the count for QUESTION (exercise 2): count the tokens of TICKET"
+        return "not the number of tokens in the lesson's TICKET: tokenize the text exactly as given (no chat template)"
+    if not is_number(tokens_per_word):
+        return f"tokens_per_word should be a number, got {tokens_per_word!r}"
+    if abs(tokens_per_word - words / n_tokens) < 0.01 and words != n_tokens:
+        return "that is words per token: divide the tokens by the words"
+    if abs(tokens_per_word - n_tokens / len(TICKET)) < 0.01:
+        return "that divides by the characters: divide by the whitespace-separated words"
+    if abs(tokens_per_word - n_tokens / words) >= 0.01:
+        return f"tokens per word = n_tokens / words ({words} words here), got {tokens_per_word!r}"
+    return None
+
+
+@guarded
+def q2(reply, model, tokenizer) -> str | None:
+    if not_done(reply):
+        return f"{NOT_DONE}: set reply"
+    if not isinstance(reply, str) or not reply.strip():
+        return f"reply should be the model's non-empty text, got {type(reply).__name__} {reply!r:.60}"
+    if "<|im_start|>" in reply or QUESTION in reply or reply.lstrip().startswith(("system", "user")):
+        return "the reply still holds the prompt: decode only the new tokens (the ids after the prompt's length)"
+    if "<|im_end|>" in reply or "<|endoftext|>" in reply:
+        return "the reply holds special tokens: decode with skip_special_tokens=True"
+    if reply != reply.strip():
+        return "strip the surrounding spaces and newlines from the reply"
+    from ...models import chat
+
+    expected = chat(model, tokenizer, QUESTION, max_new_tokens=MAX_NEW_TOKENS).strip()
+    if reply == expected:
+        return None
+    longer = chat(model, tokenizer, QUESTION, max_new_tokens=4 * MAX_NEW_TOKENS).strip()
+    if len(reply) > len(expected) and longer.startswith(reply):
+        return f"the reply runs past {MAX_NEW_TOKENS} new tokens: set max_new_tokens={MAX_NEW_TOKENS}"
+    if expected.startswith(reply):
+        return f"the reply stops early: let greedy decoding run up to {MAX_NEW_TOKENS} new tokens"
+    same = next((i for i, (a, b) in enumerate(zip(reply, expected)) if a != b), min(len(reply), len(expected)))
+    if same == 0:
+        return ("not what this model says to QUESTION with greedy decoding: ask the lesson's QUESTION through the chat "
+                "template, do_sample=False")
+    return (f"greedy decoding agrees with your first {same} characters, then yours goes on {reply[same:same + 30]!r}: "
+            "sampling (do_sample=True) or another prompt changes the words")

@@ -1,0 +1,137 @@
+"""Lab 01's checks: a smaller team's API fees (q1), break-even against a cheaper API (q2), the tornado's biggest
+lever (q3). Every expected value comes from the kit's price snapshot and scenario (``tco.default_inputs()``),
+never from the notebook's ``inputs``, ``workload``, ``host`` or ``horizon``."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from . import NOT_DONE, first_match, guarded, is_number, near, not_done
+
+Q1_WORKLOAD = (2_000_000, 900, 250)  # conversations a month, input and output tokens per conversation
+Q1_MODEL = "gpt-4o-mini"
+Q2_MODEL = "gpt-4.1-mini"
+Q3_RANGES = {"usd_per_gpu_hour": (1.0, 6.0), "engineer_fte": (0.0, 2.0), "bandwidth_efficiency": (0.2, 0.9)}
+CONTEXT: dict = {}
+
+
+def _tco():
+    from ... import tco
+
+    return tco
+
+
+def q1_expected(model: str = Q1_MODEL, workload=Q1_WORKLOAD) -> float:
+    tco = _tco()
+    return tco.api_cost(tco.Workload(*workload), model).monthly["API fees"]
+
+
+@guarded
+def q1(my_monthly_api_fees) -> str | None:
+    value = my_monthly_api_fees
+    if not_done(value):
+        return f"{NOT_DONE}: set my_monthly_api_fees"
+    if not is_number(value) or value <= 0:
+        return f"a positive number of USD, got {value!r}"
+    expected = q1_expected()
+    if near(value, expected, 1e-4):
+        return None
+    conversations, tokens_in, tokens_out = Q1_WORKLOAD
+    price = _tco().get_api_price(Q1_MODEL)
+    swapped = conversations * (tokens_in * price.output + tokens_out * price.input) / 1e6
+    message = first_match(value, [
+        (swapped, "input tokens are billed at the input price and output tokens at the output price: they are swapped"),
+        (expected * 12, "that is a year of fees: the exercise asks for a month"),
+        (expected / 30, "that is a day of fees: the exercise asks for a month"),
+        (expected / conversations, "that is one conversation's fees: multiply by the conversations in a month"),
+        (expected * 1e6, "prices are USD per 1M tokens: divide the tokens by 1e6"),
+        (expected * 1e3, "prices are USD per 1M tokens, not per 1K"),
+        (conversations * tokens_in * price.input / 1e6, "that bills the input tokens only: add the output tokens at their price"),
+        (conversations * tokens_out * price.output / 1e6, "that bills the output tokens only: add the input tokens at their price"),
+        (conversations * (tokens_in + tokens_out) * price.input / 1e6, "output tokens have their own, higher price"),
+    ], rel=1e-3)
+    if message:
+        return message
+    others = [model for model in _tco().api_prices() if model != Q1_MODEL]
+    if any(near(value, q1_expected(model), 1e-4) for model in others):
+        return f"that is another model's price: the team is on {Q1_MODEL}"
+    scenario_like = [q1_expected(Q1_MODEL, (conversations, i, o)) for i, o in ((1200, 300), (tokens_out, tokens_in))]
+    if any(near(value, other, 1e-4) for other in scenario_like):
+        return "use this team's tokens per conversation: 900 input and 250 output"
+    return f"not {Q1_MODEL}'s monthly fees for this workload: check the volume, both token counts and the units (USD per 1M tokens)"
+
+
+@lru_cache(maxsize=8)
+def q2_expected(model: str = Q2_MODEL, horizon: float | None = None, api_engineer_fte: float | None = None) -> float | None:
+    tco = _tco()
+    inputs = tco.default_inputs()
+    workload, _, host, default_horizon = tco.from_inputs(inputs)
+    return tco.break_even_volume(workload, model, host, default_horizon if horizon is None else horizon,
+                                 inputs["api_engineer_fte"] if api_engineer_fte is None else api_engineer_fte)
+
+
+@guarded
+def q2(mini_break_even) -> str | None:
+    value = mini_break_even
+    if not_done(value):
+        return f"{NOT_DONE}: set mini_break_even"
+    expected = q2_expected()
+    if value is None:
+        return None if expected is None else "self-hosting does win above some volume here: find it with tco.break_even_volume"
+    if not is_number(value) or value <= 0:
+        return f"a volume in conversations per month, or None, got {value!r}"
+    if expected is not None and near(value, expected, 0.01):
+        return None
+    lesson = q2_expected(_tco().default_inputs()["api_model"])
+    message = first_match(value, [
+        (lesson, "that is the lesson's break-even against GPT-4o: compare with gpt-4.1-mini"),
+        (expected / 1e6 if expected else None, "conversations per month, not millions of them"),
+        (expected / 1e3 if expected else None, "conversations per month, not thousands of them"),
+        (expected / 30 if expected else None, "that is a day's volume: the break-even is conversations per month"),
+        (expected * 12 if expected else None, "that is a year's volume: the break-even is conversations per month"),
+    ], rel=0.01)
+    if message:
+        return message
+    for horizon in (12, 24, 60):
+        if near(value, q2_expected(Q2_MODEL, horizon), 0.01):
+            return "keep the scenario's horizon (the same one as the lesson's comparison)"
+    if near(value, q2_expected(Q2_MODEL, None, 0.0), 0.01):
+        return "keep the scenario's staff on the API side (inputs['api_engineer_fte'])"
+    for model in ("gpt-4o-mini", "gpt-4.1", "gpt-5-mini"):
+        if near(value, q2_expected(model), 0.01):
+            return f"that is the break-even against {model}: the exercise asks for {Q2_MODEL}"
+    return f"not the break-even against {Q2_MODEL} with the scenario's workload, hosting and horizon"
+
+
+@lru_cache(maxsize=1)
+def q3_tornado():
+    tco = _tco()
+    return tco.tornado(tco.default_inputs(), Q3_RANGES)
+
+
+@guarded
+def q3(biggest_lever, biggest_swing) -> str | None:
+    if not_done(biggest_lever, biggest_swing):
+        return f"{NOT_DONE}: set biggest_lever and biggest_swing"
+    if not isinstance(biggest_lever, str) or biggest_lever not in Q3_RANGES:
+        return f"biggest_lever is one of the three input names ({', '.join(Q3_RANGES)}), got {biggest_lever!r}"
+    if not is_number(biggest_swing) or biggest_swing <= 0:
+        return f"a swing is a positive amount of USD, got {biggest_swing!r}"
+    frame = q3_tornado()
+    top, swing = frame.index[0], float(frame["swing"].iloc[0])
+    if biggest_lever != top:
+        if near(biggest_swing, float(frame.loc[biggest_lever, "swing"]), 1e-3):
+            return "that input's swing is not the largest of the three: sort the tornado by swing"
+        return "not the input with the largest swing: compare the three bars"
+    if near(biggest_swing, swing, 1e-4, 1.0):
+        return None
+    metric = frame.attrs.get("metric", "saving")
+    base = frame.attrs.get("base")
+    halves = [abs(float(frame[f"{metric} at {end}"].iloc[0]) - base) for end in ("low", "high")] if base is not None else []
+    message = first_match(biggest_swing, [
+        (swing / 1e6, "a swing in USD, not millions of USD"),
+        (swing / 1e3, "a swing in USD, not thousands of USD"),
+        (swing / 36, "that is a monthly swing: the tornado's swing is in the 3-year saving"),
+        (swing / 3, "that is a yearly swing: the tornado's swing is in the 3-year saving"),
+    ] + [(half, "that is half the bar (one end against the base): the swing runs from the low end to the high end")
+         for half in halves], rel=1e-3)
+    return message or "the right input, but not its swing: high minus low of the 3-year saving, in USD"
