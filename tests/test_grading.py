@@ -72,7 +72,13 @@ def graded(tmp_path_factory):
     attacking.cells.insert(5, nbformat.v4.new_code_cell(ATTACK))
     # a key-shaped string in a raised error must not reach the gradebook
     attacking.cells.insert(len(attacking.cells) - 1, nbformat.v4.new_code_cell('raise ValueError("sk-" + "attackerkey1234567")'))
+    # and it asks for more memory than the machine has: a MemoryError in its own kernel, the class goes on
+    attacking.cells.insert(len(attacking.cells) - 1, nbformat.v4.new_code_cell("hog = bytearray(512 * 2**30)"))
     nbformat.write(attacking, rest / "eve_attacks.ipynb")
+    flooding = course.answered_lab(LAB)  # starts processes until the sandbox's limit stops it
+    flooding.cells.insert(3, nbformat.v4.new_code_cell(
+        "import subprocess, time\nprocs = [subprocess.Popen(['sleep', '120']) for _ in range(400)]\ntime.sleep(60)"))
+    nbformat.write(flooding, rest / "mallory_floods.ipynb")
     exiting = course.answered_lab(LAB)  # right answers, then it ends its own kernel: no answers reach the grader
     exiting.cells.insert(len(exiting.cells) - 1, nbformat.v4.new_code_cell("import os\nos._exit(0)"))
     nbformat.write(exiting, rest / "frank_exits.ipynb")
@@ -254,6 +260,19 @@ def test_no_secret_reaches_a_submission_or_the_gradebook(graded):
     everything = "\n".join(p.read_text(errors="replace") for p in FEEDBACK["grades"].rglob("*") if p.is_file())
     assert SECRET not in everything and "attackerkey" not in everything
     assert rows["eve_attacks"]["error"].startswith("a cell raised ValueError: [redacted]"), rows["eve_attacks"]
+
+
+def test_memory_and_process_limits_stop_one_submission_with_a_reason(graded):
+    """A notebook that asks for more memory than its share gets a MemoryError in its own kernel (graded on merit, the
+    error named); one that starts hundreds of processes is stopped at the sandbox's limit, with the reason, and leaves
+    none behind."""
+    rows, _ = graded
+    eve, mallory = rows["eve_attacks"], rows["mallory_floods"]
+    if SANDBOX:
+        assert "MemoryError" in eve["error"], eve
+        assert float(mallory["total"]) == 0.0 and "more than 200 processes" in mallory["error"], mallory
+    left = subprocess.run(["pgrep", "-f", "sleep 120"], capture_output=True, text=True).stdout.split()
+    assert not left, left
 
 
 def test_every_file_is_graded_under_a_name_that_is_safe_everywhere(graded):

@@ -43,3 +43,34 @@ def test_audit_finds_a_planted_hidden_test_and_release_refuses_bad_targets(tmp_p
         rel.release(tmp_path)
     with pytest.raises(InputError, match="inside the kit"):
         rel.release(REPO_ROOT / "release-here")
+
+
+def test_release_readme_is_the_learners(released):
+    readme = (released / "README.md").read_text()
+    assert readme.startswith("# Own the Stack — your class copy")
+    for instructor_only in ("solutions/", "bash kit grade", "bash kit release", "build-labs", "INSTRUCTORS", "hidden test"):
+        assert instructor_only not in readme, instructor_only
+    for learner_needs in ("bash kit lab", "bash kit test", 'grader.check("q1")', "Handing in", "Restart Kernel and Run All"):
+        assert learner_needs in readme, learner_needs
+
+
+def test_the_releases_two_commands_work_there(released, tmp_path):
+    """`bash kit test` in the release runs the set-up self-check (no tests/ there) and passes. The release's kit runs
+    for real; its venv is this one (a wrapper and a current stamp, so nothing is reinstalled into it)."""
+    import hashlib
+    import os
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    wrapper = venv / "bin" / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    stamp = hashlib.sha256((released / "pyproject.toml").read_bytes() + (released / "constraints" / "cpu.txt").read_bytes()).hexdigest()
+    (venv / ".kit-stamp-lab").write_text(stamp[:16] + "\n")
+    env = {**os.environ, "KIT_VENV": str(venv), "PYTHONPATH": str(released), "OTS_PLAN": "tier=cpu"}
+    out = subprocess.run(["bash", "kit", "test"], cwd=released, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "installing the kit" not in out.stdout  # the stamp held: nothing reinstalled
+    assert "set-up checks passed" in out.stdout and "✓ embedded model" in out.stdout and "✓ 05_hybrid_deployment" in out.stdout
+    assert "✗" not in out.stdout
+    assert "lab)" in (released / "kit").read_text()  # the README's first command exists in the release's kit

@@ -171,3 +171,17 @@ def test_forged_or_broken_reports_are_data_never_code(tmp_path):
     assert trusted._rebuild({"__tuple__": [1, {"__ellipsis__": True}, {"__float__": "nan"}]})[1] is ...
     frame = trusted._rebuild(trusted._plain(__import__("pandas").DataFrame({"rate": [0.5]}, index=["category"])))
     assert frame.loc["category", "rate"] == 0.5
+
+
+def test_a_subpackage_imported_by_attribute_resolves_in_a_fresh_process():
+    """The scoring process starts cold: ``from helpers import tco`` must resolve though nothing imported helpers.tco yet
+    (a test reading `tco` would otherwise fail for every student)."""
+    import subprocess
+    import sys
+
+    from helpers.paths import REPO_ROOT
+
+    code = ("import sys; from helpers.course.trusted import trusted_import; assert 'helpers.tco' not in sys.modules; "
+            "print(trusted_import('helpers', 'tco').__name__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "helpers.tco", out.stderr[-500:]

@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     p_build.add_argument("labs", nargs="*")
     p_release = sub.add_parser("release", help="write the student release (no solutions, hidden tests or autograders) to DIR")
     p_release.add_argument("folder")
+    sub.add_parser("selfcheck", help="the set-up self-check a student release runs as `bash kit test`")
     p_grade = sub.add_parser("grade", help="grade a folder of submitted notebooks into a CSV")
     p_grade.add_argument("folder")
     p_grade.add_argument("lab", nargs="?", help="lab name, e.g. 00_first_open_model (default: guessed from the notebooks)")
@@ -29,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     p_grade.add_argument("--no-sandbox", action="store_true",
                          help="grade without the bubblewrap sandbox: only for notebooks you trust (your own, a TA's)")
     args = parser.parse_args(argv)
+    if args.command == "selfcheck":
+        from .selfcheck import run
+
+        return run()
     if args.command == "build":
         build(args.labs or None)
         return 0

@@ -330,6 +330,75 @@ def sandbox_prefix(scratch: Path, work: Path, hide: list[Path] = ()) -> list[str
     return args
 
 
+# Per-submission limits (besides the time limit): each process of the sandbox may map at most its share of this machine's
+# memory (a runaway allocation is a MemoryError in the notebook, not a machine that swaps the class to a halt), write
+# files of at most MAX_FILE_BYTES, and the sandbox may hold at most MAX_PROCESSES processes (threads not counted)
+MAX_PROCESSES = 200
+MAX_FILE_BYTES = 4 * 2**30
+MIN_MEMORY_BYTES = 4 * 2**30
+
+
+def memory_limit_bytes(workers: int = 2) -> int:
+    """The address space one sandboxed process may map: 80 % of this machine's memory shared by the workers, at least
+    4 GiB (the CPU tier's kernels peak near 2.3 GB of address space)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 16 * 2**30
+    return max(MIN_MEMORY_BYTES, int(0.8 * total / max(1, workers)))
+
+
+def limits_prefix(memory_bytes: int) -> list[str]:
+    """``prlimit`` (util-linux) in front of the sandbox: every process it starts inherits the limits."""
+    tool = shutil.which("prlimit")
+    if tool is None:
+        return []
+    return [tool, f"--as={memory_bytes}", f"--fsize={MAX_FILE_BYTES}", "--core=0", "--"]
+
+
+def _descendants(pid: int) -> int:
+    """How many processes descend from ``pid`` (read from /proc; threads are not processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                stat = handle.read().decode("ascii", "replace")
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    count, todo = 0, list(children.get(pid, []))
+    while todo:
+        current = todo.pop()
+        count += 1
+        todo.extend(children.get(current, []))
+    return count
+
+
+def _wait(process: subprocess.Popen, timeout_s: float, max_processes: int = MAX_PROCESSES) -> tuple[str, str | None]:
+    """Wait for the sandbox with its time limit, counting its processes on the way: (output, why it was stopped or None)."""
+    collected: list[str] = []
+    reader = threading.Thread(target=lambda: collected.append(process.stdout.read() if process.stdout else ""), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout_s
+    why = None
+    while process.poll() is None:
+        if time.monotonic() > deadline:
+            why = f"timed out after {timeout_s:.0f} s"
+            break
+        if _descendants(process.pid) > max_processes:
+            why = f"stopped: the notebook started more than {max_processes} processes (the sandbox's limit)"
+            break
+        time.sleep(0.2)
+    if why:
+        _kill_tree(process)
+    process.wait()
+    reader.join(timeout=10)
+    return "".join(collected), why
+
+
 def _kill_tree(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
@@ -341,7 +410,7 @@ MAX_SUBMISSION_BYTES = 50_000_000
 
 
 def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: bool = True, hide: list[Path] = (),
-              student: str | None = None, scorer: "Scorer | None" = None) -> GradeResult:
+              student: str | None = None, scorer: "Scorer | None" = None, memory_bytes: int | None = None) -> GradeResult:
     """Grade one notebook with ``otter run`` in its own process group, in a scratch folder, inside a
     bubblewrap sandbox (see :func:`sandbox_prefix`; ``sandbox=False`` only for trusted notebooks).
 
@@ -393,21 +462,18 @@ def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: boo
         env = sandbox_env(scratch, home)
         command = [otter_bin(), "run", "-a", str(scratch / "autograder.zip"), "-o", str(scratch / "out"), str(work / "submission.ipynb")]
         if sandbox:
-            command = sandbox_prefix(scratch, work, hide) + command
+            command = limits_prefix(memory_bytes or memory_limit_bytes()) + sandbox_prefix(scratch, work, hide) + command
         process = subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    start_new_session=True, env=env)
-        try:
-            output, _ = process.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_tree(process)
-            process.communicate()
-            return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible, f"timed out after {timeout_s:.0f} s",
-                               time.perf_counter() - start)
+        output, stopped = _wait(process, timeout_s)
         _kill_tree(process)  # the kernel and anything the notebook started
+        if stopped:
+            return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible, stopped, time.perf_counter() - start)
         if not (scratch / "out" / "results.json").exists() and "DeadKernelError" in output:
+            limit = memory_bytes or memory_limit_bytes()
             return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible,
-                               "kernel died: the notebook ended its own Python process (os._exit, a crash, or out of memory)",
-                               time.perf_counter() - start)
+                               "kernel died: the notebook ended its own Python process (os._exit, a crash, or more memory than "
+                               f"the sandbox's {limit / 2**30:.0f} GiB per process)", time.perf_counter() - start)
         # read and scored outside the sandbox by the kit's own unpatched code, in a process of its own with a time limit
         # (scorer): whatever the submission left at its answers path costs only this submission
         answers, found, messages, problem = (scorer or Scorer(lab)).score(answers_path)
@@ -419,7 +485,8 @@ def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: boo
                                f"grading failed: the notebook did not run to its end ({last})"[:500], time.perf_counter() - start)
         scores = {q: found.get(q, 0.0) for q in points}
         errors = [str(e) for e in answers.get("errors", []) if isinstance(e, str)] if isinstance(answers.get("errors"), list) else []
-        error = f"a cell raised {errors[0]}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "") if errors else ""
+        error = ("a cell raised " + "; then ".join(errors[:2]) + (f" (and {len(errors) - 2} more)" if len(errors) > 2 else "")
+                 if errors else "")
         messages = {q: [m[:300] for m in said] for q, said in messages.items()}
         return GradeResult(student, scores, sum(scores.values()), possible, error[:300], time.perf_counter() - start, messages)
     finally:
@@ -471,7 +538,9 @@ def grade_folder(folder: Path, lab: str, out_csv: Path | None = None, timeout_s:
     hide = [folder.resolve(), out_csv.parent.resolve()]  # other students' notebooks and the gradebook
     scorer = scorer_for(lab)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(lambda pair: grade_one(pair[0], lab, timeout_s, sandbox, hide, pair[1], scorer), zip(submissions, names)))
+        memory = memory_limit_bytes(workers)
+        results = list(pool.map(lambda pair: grade_one(pair[0], lab, timeout_s, sandbox, hide, pair[1], scorer, memory),
+                                zip(submissions, names)))
     results = _rerun_timeouts(submissions, results, lab, timeout_s, sandbox, hide, scorer, workers)
     reruns = {r.student: f"timed out after {timeout_s:.0f} s; re-run alone" for r in results if getattr(r, "rerun", False)}
     questions = list(question_points(lab))
@@ -500,7 +569,7 @@ def _rerun_timeouts(submissions, results, lab, timeout_s, sandbox, hide, scorer,
     results = list(results)
     for index, (path, first) in enumerate(zip(submissions, results)):
         if first.error.startswith("timed out"):
-            again = grade_one(path, lab, timeout_s * RETRY_FACTOR, sandbox, hide, first.student, scorer)
+            again = grade_one(path, lab, timeout_s * RETRY_FACTOR, sandbox, hide, first.student, scorer, memory_limit_bytes(1))
             if again.error.startswith("timed out"):
                 again.error = f"timed out twice: after {timeout_s:.0f} s with {workers} at a time, then {timeout_s * RETRY_FACTOR:.0f} s alone"
             again.rerun = True

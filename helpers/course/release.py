@@ -41,6 +41,9 @@ def release(target: str | Path, commit: bool = True) -> Path:
         destination = target / name
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / name, destination)
+    # the class gets a README for learners (open the labs, check the set-up, self-checks, handing in), never the kit's,
+    # which describes solutions, grading and the instructor's commands
+    (target / "README.md").write_text((Path(__file__).parent / "templates" / "release_README.md").read_text())
     leaks = audit(target)
     if leaks:
         shutil.rmtree(target, ignore_errors=True)

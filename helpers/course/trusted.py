@@ -436,8 +436,15 @@ def _rebuild(value, depth: int = 0):
 
 
 def trusted_import(module: str, attribute: str | None):
+    """``from module import attribute`` (or ``import module``), as the solution wrote it: a subpackage named as an
+    attribute (``from helpers import tco``) is imported if nothing imported it yet."""
     imported = importlib.import_module(module)
-    return getattr(imported, attribute) if attribute else imported
+    if not attribute:
+        return imported
+    try:
+        return getattr(imported, attribute)
+    except AttributeError:
+        return importlib.import_module(f"{module}.{attribute}")
 
 
 def namespace_for(answers: dict, imports: dict[str, tuple[str, str | None]], functions: set[str], provided: dict,
