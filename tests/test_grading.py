@@ -79,6 +79,12 @@ def graded(tmp_path_factory):
     flooding.cells.insert(3, nbformat.v4.new_code_cell(
         "import subprocess, time\nprocs = [subprocess.Popen(['sleep', '120']) for _ in range(400)]\ntime.sleep(60)"))
     nbformat.write(flooding, rest / "mallory_floods.ipynb")
+    # the rebinding attack: a nearly free GPU and dearer staff, then answers consistent with them (break-even, tornado)
+    rebinding = course.answered_lab(LAB)
+    at = next(i for i, cell in enumerate(rebinding.cells) if "inputs = tco.default_inputs()" in cell.source) + 1
+    rebinding.cells.insert(at, nbformat.v4.new_code_cell(
+        'inputs["usd_per_gpu_hour"] = 0.05\ninputs["engineer_cost_per_year"] *= 2\nworkload, api_price, host, horizon = tco.from_inputs(inputs)'))
+    nbformat.write(rebinding, rest / "trudy_rebinds.ipynb")
     exiting = course.answered_lab(LAB)  # right answers, then it ends its own kernel: no answers reach the grader
     exiting.cells.insert(len(exiting.cells) - 1, nbformat.v4.new_code_cell("import os\nos._exit(0)"))
     nbformat.write(exiting, rest / "frank_exits.ipynb")
@@ -260,6 +266,12 @@ def test_no_secret_reaches_a_submission_or_the_gradebook(graded):
     everything = "\n".join(p.read_text(errors="replace") for p in FEEDBACK["grades"].rglob("*") if p.is_file())
     assert SECRET not in everything and "attackerkey" not in everything
     assert rows["eve_attacks"]["error"].startswith("a cell raised ValueError: [redacted]"), rows["eve_attacks"]
+
+
+def test_rebinding_the_lessons_inputs_earns_nothing(graded):
+    rows, _ = graded
+    trudy = rows["trudy_rebinds"]
+    assert float(trudy["q2"]) == 0.0 and float(trudy["q3"]) == 0.0 and float(trudy["q1"]) == 2.0, trudy  # q1 reads no input
 
 
 def test_memory_and_process_limits_stop_one_submission_with_a_reason(graded):
