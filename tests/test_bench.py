@@ -1,5 +1,6 @@
 """Lab 04's harness: metric definitions against hand-computed streams, the sweep's bounds and faults,
 the local server's lifecycle (start, health, port taken, crash, stop)."""
+import json
 import math
 import os
 import socket
@@ -400,11 +401,45 @@ def test_kit_serve_serves_on_loopback_and_stops_with_its_server_on_sigterm():
         line = process.stdout.readline()
         assert f"at http://127.0.0.1:{port}/v1" in line, line
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as response:
-            assert response.status == 200
+            listed = [entry["id"] for entry in json.loads(response.read())["data"]]
+        assert listed[0] == "smollm2-135m", listed  # a client learns the model's name, and may use the catalog's
+        from openai import OpenAI
+
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local", timeout=60)
+        reply = client.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+        assert reply.choices[0].message.content is not None
+        chunks = list(client.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": "Hi"}],
+                                                     max_tokens=3, stream=True))
+        assert len(chunks) >= 2  # streamed through the front, chunk by chunk
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         time.sleep(0.5)
         assert not port_in_use(port), "the server outlived `kit serve`"
+    finally:
+        process.kill()
+
+
+def test_a_killed_kit_serve_takes_its_server_with_it():
+    """SIGKILL leaves no handler to run: the server learns of its parent's death from the kernel (PR_SET_PDEATHSIG)."""
+    import re
+    import subprocess
+
+    from helpers.bench.server import free_port, port_in_use
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", "import sys; from helpers.bench.server import main; sys.exit(main(sys.argv[1:]))",
+                                "--port", str(port), "--minutes", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        line = process.stdout.readline()
+        backend = int(re.search(r"server itself on port (\d+)", line).group(1))
+        assert port_in_use(backend)
+        process.kill()
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while port_in_use(backend) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert not port_in_use(backend), "the server outlived a killed `kit serve`"
     finally:
         process.kill()
 

@@ -223,6 +223,7 @@ def test_lab00_checks(embedded):
     from helpers.models import chat
 
     model, tokenizer = embedded
+    assert lab00._greedy(model, tokenizer, 5) == chat(model, tokenizer, lab00.QUESTION, max_new_tokens=5).strip()
     text = lab00.TICKET
     tokens, words = len(tokenizer(text)["input_ids"]), len(text.split())
     templated = len(tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True, return_dict=True)["input_ids"])
@@ -232,12 +233,12 @@ def test_lab00_checks(embedded):
     assert "number of characters" in lab00.q1(len(text), len(text) / words, tokenizer)
     assert "chat template" in lab00.q1(templated, templated / words, tokenizer)
     assert "words per token" in lab00.q1(tokens, words / tokens, tokenizer)
-    reply = chat(model, tokenizer, lab00.QUESTION, max_new_tokens=30).strip()
+    reply = lab00._greedy(model, tokenizer, 30)  # the check's own cached greedy reply (chat, 30 new tokens)
     assert lab00.q2(reply, model, tokenizer) is None
     assert "not done yet" in lab00.q2(..., model, tokenizer)
     assert "holds the prompt" in lab00.q2(f"<|im_start|>user\n{lab00.QUESTION}<|im_end|>\n{reply}", model, tokenizer)
     assert "special tokens" in lab00.q2(reply + "<|im_end|>", model, tokenizer)
-    longer = chat(model, tokenizer, lab00.QUESTION, max_new_tokens=60).strip()
+    longer = lab00._greedy(model, tokenizer, 60)
     if longer != reply:
         assert "past 30 new tokens" in lab00.q2(longer, model, tokenizer)
     other = lab00.q2("It helps customers with their problems.", model, tokenizer)

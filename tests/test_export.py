@@ -26,6 +26,7 @@ def _last_logits(model, tokenizer, texts):
     return torch.stack(out)
 
 
+@pytest.mark.full  # 54 s in CI; Lab 03's student copy exports the tuned model and proves it by reloading there
 def test_gguf_written_and_reloaded_at_q8_0_and_q4_0(tmp_path, embedded):
     """The embedded model written at Q8_0 and Q4_0: the tokenizer fields are the shipped GGUF's, the size is the
     estimator's within 3 %, and the weights come back within each type's rounding.
@@ -134,7 +135,7 @@ def test_stop_share_catches_a_model_that_never_stops(embedded):
 
 def test_training_resumes_after_a_lost_session(tmp_path):
     """Stopped after 3 of 4 steps (checkpoints every 2), a fresh start (a new model, the same call) continues from
-    step 2 and ends where an uninterrupted run ends, within 1 % of its last loss. Not to the last digit: Adam divides
+    step 2 and ends where an uninterrupted run ends, within 5 % of its last loss. Not to the last digit: Adam divides
     each gradient by its own running size, so rounding-level differences (a checkpoint written mid-run changes memory
     layout) become whole-step differences for near-zero gradients; measured 0.15 % after 4 steps. A resume that lost
     the adapter weights would be back at the first step's loss (35 % higher), one that retrained is counted below."""
@@ -154,7 +155,9 @@ def test_training_resumes_after_a_lost_session(tmp_path):
     assert ft.last_checkpoint(folder, "another run") is None  # other rows, sizes or base: not resumed
     second = ft.train(*fresh(), rows, checkpoint_dir=folder, save_every=2, **settings)
     assert len(second.step_seconds) == 2  # steps 3-4 trained, 1-2 not again
-    assert second.losses[-1] == pytest.approx(whole.losses[-1], rel=1e-2)
+    # within 5 %: 0.15 % measured alone, 1.9 % once in CI after other tests had run in the same worker (another thread
+    # count reorders float sums; Adam turns that into whole steps for near-zero gradients); a lost adapter is 35 % off
+    assert second.losses[-1] == pytest.approx(whole.losses[-1], rel=5e-2)
     assert not folder.exists()  # a finished run leaves no checkpoints behind
 
 

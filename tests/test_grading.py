@@ -60,6 +60,12 @@ if readable or others:  # what it could read shows in its grade: it ends its own
     os._exit(1)"""
 
 
+def _lab_files() -> list[str]:
+    """The lab's folder as the kit built it (.OTTER_LOG, git-ignored, comes and goes as the lab's own notebook runs its
+    checks beside this test)."""
+    return sorted(p.name for p in (ROOT / "labs" / LAB).rglob("*") if p.name != ".OTTER_LOG")
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     loaded, rest = tmp_path_factory.mktemp("under_load"), tmp_path_factory.mktemp("submissions")
@@ -85,8 +91,8 @@ def graded(tmp_path_factory):
     rebinding.cells.insert(at, nbformat.v4.new_code_cell(
         'inputs["usd_per_gpu_hour"] = 0.05\ninputs["engineer_cost_per_year"] *= 2\nworkload, api_price, host, horizon = tco.from_inputs(inputs)'))
     nbformat.write(rebinding, rest / "trudy_rebinds.ipynb")
-    exiting = course.answered_lab(LAB)  # right answers, then it ends its own kernel: no answers reach the grader
-    exiting.cells.insert(len(exiting.cells) - 1, nbformat.v4.new_code_cell("import os\nos._exit(0)"))
+    exiting = course.answered_lab(LAB)  # it ends its own kernel early: no answers reach the grader
+    exiting.cells.insert(3, nbformat.v4.new_code_cell("import os\nos._exit(0)"))
     nbformat.write(exiting, rest / "frank_exits.ipynb")
     (rest / "zed_truncated.ipynb").write_text('{"cells": [{"cell_type": "code", "sou')
     # names a spreadsheet, a file system or a careless grader could trip on: all cheap (not valid notebooks, never run)
@@ -101,7 +107,7 @@ def graded(tmp_path_factory):
     carol.metadata["kernelspec"] = {"name": "someone-elses-kernel", "display_name": "X", "language": "python"}
     nbformat.write(carol, rest / "carol_partial.ipynb")
     # a stale feedback file from an earlier run
-    before = sorted(p.name for p in (ROOT / "labs" / LAB).rglob("*"))
+    before = _lab_files()
     grades = tmp_path_factory.mktemp("grades")
     # the correct submission is graded while another job keeps a core busy
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -176,7 +182,7 @@ def test_deleting_submission_only_deletes_its_own_copy(graded):
     rows, before = graded
     # eve emptied her working folder (her notebook copy, otter's files there): her answers are still graded, nothing else lost
     assert float(rows["eve_attacks"]["total"]) == 6.0, rows["eve_attacks"]
-    assert sorted(p.name for p in (ROOT / "labs" / LAB).rglob("*")) == before
+    assert _lab_files() == before
     assert (ROOT / "helpers" / "course" / "grading.py").exists()
 
 
@@ -212,7 +218,7 @@ def test_attacks_from_a_submission_stay_in_its_sandbox(graded):
     assert not Path(f"/tmp/{MARKER}-written").exists() and not Path(f"/tmp/{MARKER}-late").exists()
     alive = subprocess.run(["pgrep", "-f", MARKER], capture_output=True, text=True).stdout.split()
     assert alive == [], "a process the submission started outlived grading"
-    assert sorted(p.name for p in (ROOT / "labs" / LAB).rglob("*")) == before
+    assert _lab_files() == before
 
 
 def test_a_notebook_that_ends_its_kernel_scores_zero_with_one_line(graded):

@@ -200,7 +200,10 @@ class LocalServer:
         # offline: no hub lookups; an existing cache folder (transformers serve's /v1/models needs one)
         os.makedirs(self._hub_cache, exist_ok=True)  # stop() removed it: a restarted server gets a fresh one
         env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=self._hub_cache, PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                        # the parent-death signal follows the starting *thread*: only the main thread's
+                                        preexec_fn=_die_with_parent if sys.platform.startswith("linux")
+                                        and threading.current_thread() is threading.main_thread() else None)
         atexit.register(self.stop)
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
@@ -253,6 +256,110 @@ class LocalServer:
         self.stop()
 
 
+def _die_with_parent() -> None:
+    """In the server's process, before it runs (Linux): SIGTERM when the process that started it dies, so a killed
+    kernel or a killed ``bash kit serve`` never leaves a server holding the port."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class NameProxy:
+    """A thin front on 127.0.0.1 for a server that knows its model only by a folder path (``transformers serve``): it
+    answers ``/v1/models`` with the model's catalog name (and the path), takes either name in a request, and passes
+    everything else through unchanged, streamed responses chunk by chunk."""
+
+    def __init__(self, port: int, backend_port: int, name: str, backend_model: str):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet: the backend's log is the server's log
+                pass
+
+            def do_GET(self):
+                if self.path.rstrip("/") == "/v1/models":
+                    return proxy._models(self)
+                proxy._forward(self, None)
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                proxy._forward(self, self.rfile.read(length) if length else b"")
+
+        self.name, self.backend_model, self.backend_port = name, backend_model, backend_port
+        self.server = ThreadingHTTPServer((HOST, port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> "NameProxy":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _models(self, handler) -> None:
+        import json
+
+        created = int(time.time())
+        body = json.dumps({"object": "list", "data": [{"id": model, "object": "model", "created": created, "owned_by": "own-the-stack"}
+                                                      for model in (self.name, self.backend_model)]}).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def _forward(self, handler, body: bytes | None) -> None:
+        import http.client
+        import json
+
+        if body:
+            try:
+                data = json.loads(body)
+                if isinstance(data, dict) and data.get("model") == self.name:
+                    data["model"] = self.backend_model
+                    body = json.dumps(data).encode()
+            except ValueError:
+                pass  # not JSON: the backend answers it as it would
+        connection = http.client.HTTPConnection(HOST, self.backend_port, timeout=600)
+        try:
+            headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "content-length", "connection")}
+            if body is not None:
+                headers["Content-Length"] = str(len(body))
+            connection.request(handler.command, handler.path, body=body, headers=headers)
+            response = connection.getresponse()
+            handler.send_response(response.status)
+            for key, value in response.getheaders():
+                if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    handler.send_header(key, value)
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.send_header("Connection", "close")
+            handler.end_headers()
+            while True:
+                chunk = response.read1(65536) if hasattr(response, "read1") else response.read(65536)
+                if not chunk:
+                    break
+                handler.wfile.write(f"{len(chunk):X}\r\n".encode() + chunk + b"\r\n")
+                handler.wfile.flush()
+            handler.wfile.write(b"0\r\n\r\n")
+        except OSError as error:
+            try:
+                handler.send_error(502, f"the local server did not answer ({type(error).__name__})")
+            except OSError:
+                pass
+        finally:
+            connection.close()
+            handler.close_connection = True
+
+
 def main(argv: list[str] | None = None) -> int:
     """``bash kit serve [--port N] [--model KEY] [--minutes M]``: the plan's local model on 127.0.0.1 until Ctrl-C
     or the time limit (Lab 05's local upstream outside a notebook)."""
@@ -275,16 +382,24 @@ def main(argv: list[str] | None = None) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, interrupted)
-    server = LocalServer.for_plan(p, folder, port=args.port, max_lifetime_s=args.minutes * 60)
+    if port_in_use(args.port):
+        raise ServerError(f"port {args.port} on {HOST} is already taken", fix=f"pass --port with a free port, or stop what listens there (lsof -i :{args.port})")
+    # the server listens on a port of its own; this process answers on --port, so /v1/models names the model by its
+    # catalog key and a client may ask for it by that name
+    server = LocalServer.for_plan(p, folder, port=free_port(), max_lifetime_s=args.minutes * 60)
+    proxy = None
     try:
         server.start()
-        print(f"serving {key} with {server.label} at {server.base_url} (model name: {server.model}); stops after {args.minutes:g} min, "
-              "on Ctrl-C or on SIGTERM")
+        proxy = NameProxy(args.port, server.port, key, server.model).start()
+        print(f"serving {key} with {server.label} at http://{HOST}:{args.port}/v1 (model name: {key}, or {server.model}; the "
+              f"server itself on port {server.port}); stops after {args.minutes:g} min, on Ctrl-C, SIGTERM or SIGHUP", flush=True)
         while server.alive():
             time.sleep(1.0)
     except KeyboardInterrupt:
         pass
     finally:
+        if proxy is not None:
+            proxy.stop()
         server.stop()
     return 0
 
