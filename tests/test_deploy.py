@@ -788,3 +788,33 @@ def test_an_empty_day_is_refused_by_name_not_a_key_error(tmp_path):
     with pytest.raises(InputError) as report:
         traffic.report(pd.DataFrame(columns=["request_id"]), pd.DataFrame(), (0.15, 0.6), scale=100)
     assert "empty" in report.value.problem
+
+
+def test_names_and_addresses_are_found_where_a_ner_pipeline_is_installed(tmp_path, monkeypatch):
+    """With a spaCy pipeline that has NER (here a small one the test builds: an entity ruler), Presidio's spaCy
+    recognizer adds names and addresses; without one they are not claimed (the lab measures the gap)."""
+    import spacy
+
+    from helpers.deploy import pii
+
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "PERSON", "pattern": "Ines Rossi"}, {"label": "PERSON", "pattern": "Tomasz Nowak"},
+                        {"label": "FAC", "pattern": "14 Harbour Lane"}])
+    folder = tmp_path / "ner-pipeline"
+    nlp.to_disk(folder)
+    monkeypatch.setattr(pii, "_ANALYZER", None)
+    monkeypatch.setattr(pii, "_NER", {"model": None})
+    monkeypatch.setenv(pii.NER_ENV, str(folder))
+    text = "Hi, this is Ines Rossi, please send the replacement to 14 Harbour Lane, or mail ines.rossi@mail.com"
+    found = {(f.kind, text[f.start:f.end]) for f in pii.find_pii(text)}
+    assert ("name", "Ines Rossi") in found and ("address", "14 Harbour Lane") in found and ("email", "ines.rossi@mail.com") in found
+    assert set(pii.kinds()) == {"email", "phone", "iban", "card", "name", "address"}
+    assert "<NAME>" in pii.redact(text) and "Ines Rossi" not in pii.redact(text)
+    monkeypatch.setattr(pii, "_ANALYZER", None)
+    monkeypatch.setenv(pii.NER_ENV, "none")  # turned off: names are not claimed
+    assert not any(f.kind == "name" for f in pii.find_pii(text)) and "name" not in pii.kinds()
+    monkeypatch.setenv(pii.NER_ENV, str(tmp_path / "missing"))
+    with pytest.raises(InputError, match="OTS_PII_SPACY_MODEL"):
+        pii.ner_model()
+    monkeypatch.setattr(pii, "_ANALYZER", None)  # the next test builds the default analyzer again
