@@ -52,3 +52,16 @@ def show_environment() -> None:
     from .errors import install_notebook_handler
 
     install_notebook_handler()
+    readable_tables()
+
+
+def readable_tables() -> None:
+    """Tables wrap instead of cutting cells with "…" (a model name, a reason, a risk): pandas shows every column and
+    whole cell texts in the notebooks."""
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a kit dependency
+        return
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.max_columns", None)
+    pd.set_option("display.width", 200)

@@ -625,3 +625,28 @@ def test_sweep_refuses_bad_inputs_before_sending_anything(kwargs, says):
     with pytest.raises(InputError) as error:
         sweep(**arguments)
     assert says in error.value.problem and sent == []
+
+
+def test_plots_draw_each_engines_own_limit_from_zero_with_the_legend_clear_of_the_data():
+    """Issue 25: one roofline for every engine made the int8 loop look faster than the hardware; an axis from 10.0 to
+    10.7 made noise look like a trend; an 8-entry legend covered the data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from helpers.bench import compare
+
+    table = pd.DataFrame({"decode tokens/s": [30.0, 73.7], "roofline tokens/s": [41.5, 163.0]}, index=["fp32 in-process", "lean int8"])
+    ax = compare.plot_roofline(table)
+    limits = sorted(line.get_xdata()[0] for line in ax.get_lines())
+    assert limits == [41.5, 163.0] and ax.get_xlim()[1] >= 163.0
+    sweep = pd.DataFrame({"engine": ["served"] * 3, "concurrency": [1, 2, 4], "output tokens/s": [10.0, 10.7, 10.2],
+                          "ttft s p50": [0.5, 0.6, 0.9]}).set_index(["engine", "concurrency"])
+    axes = compare.plot_sweep(sweep)
+    assert all(axis.get_ylim()[0] == 0 for axis in axes)
+    records = [RequestRecord(start=0, end=1 + i / 10, chunk_times=[0.2 + i / 100, 0.5], output_tokens=2, engine=f"e{i % 4}")
+               for i in range(20)]
+    ax = compare.plot_latency(records)
+    legend = ax.get_legend()
+    assert len(legend.get_texts()) == 8 and legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1

@@ -193,3 +193,35 @@ def test_while_grading_the_calculator_draws_once_without_widgets(monkeypatch):
     matplotlib.use("Agg")
     monkeypatch.setenv("OTS_GRADING", "1")
     assert tco.calculator() is None
+
+
+def test_dollar_axes_read_in_k_and_m_never_a_bare_offset():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from helpers import tco
+
+    assert [tco.usd_label(v) for v in (1_250_000, 250_000, -40_000, 90, 2.5e9)] == ["$1.25M", "$250k", "-$40k", "$90", "$2.5B"]
+    inputs = tco.default_inputs()
+    ax = tco.plot_tornado(tco.tornado(inputs, {"engineer_fte": (0.0, 2.0), "usd_per_gpu_hour": (1.0, 6.0)}))
+    ax.figure.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert labels and all("$" in text for text in labels) and not ax.xaxis.get_offset_text().get_text()
+
+
+def test_tables_wrap_instead_of_cutting_cells():
+    import pandas as pd
+
+    import helpers
+
+    helpers.readable_tables()
+    assert pd.get_option("display.max_colwidth") is None and pd.get_option("display.max_columns") is None
+
+
+def test_the_horizon_verdict_never_says_a_negative_saving():
+    from helpers import tco
+
+    assert tco.horizon_verdict({"saving_share": 0.83, "api_total": 100.0, "self_total": 17.0}) == \
+        "self-hosting saves 83% of the API's cost over the horizon"
+    assert tco.horizon_verdict({"saving_share": -10.04, "api_total": 100.0, "self_total": 1104.0}) == \
+        "self-hosting costs 11.0x the API over the horizon"

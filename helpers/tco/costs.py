@@ -600,10 +600,30 @@ def plot_cost_vs_volume(inputs: dict, ax=None):
     if even is not None:
         ax.axvline(even, color="grey", linestyle="--", label=f"break-even {even / 1e6:.2f}M / month")
     ax.axvline(workload.conversations_per_month, color="black", linestyle=":", label="your volume")
-    ax.set(xscale="log", yscale="log", xlabel="conversations per month", ylabel="USD per month (one-offs spread)",
+    ax.set(xscale="log", yscale="log", xlabel="conversations per month", ylabel="per month (one-offs spread)",
            title="API vs self-hosting")
+    usd_axis(ax.yaxis)
     ax.legend(fontsize=8)
     return ax
+
+
+def usd_label(value: float, _position=None) -> str:
+    """An axis tick in dollars a person reads at a glance: $1.2M, $250k, -$40k, $90 (never a bare 1e6 offset)."""
+    sign, size = ("-" if value < 0 else ""), abs(value)
+    if size >= 1e9:
+        return f"{sign}${size / 1e9:.3g}B"
+    if size >= 1e6:
+        return f"{sign}${size / 1e6:.3g}M"
+    if size >= 1e3:
+        return f"{sign}${size / 1e3:.3g}k"
+    return f"{sign}${size:.3g}"
+
+
+def usd_axis(axis) -> None:
+    """Format a matplotlib axis (``ax.xaxis`` or ``ax.yaxis``) in dollars with k/M/B."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(usd_label))
 
 
 def plot_tornado(frame, ax=None):
@@ -618,7 +638,8 @@ def plot_tornado(frame, ax=None):
     ax.barh(names, low, left=base, color="tab:red", label="input at its low value")
     ax.barh(names, high, left=base, color="tab:blue", label="input at its high value")
     ax.axvline(base, color="black", linewidth=1)
-    ax.set(xlabel=f"{metric} over the horizon (USD)", title="What moves the answer most")
+    ax.set(xlabel=f"{metric} over the horizon", title="What moves the answer most")
+    usd_axis(ax.xaxis)
     ax.legend(fontsize=8)
     return ax
 
@@ -633,8 +654,9 @@ def plot_monte_carlo(draws, ax=None):
     ax.axvline(0, color="black", linewidth=1)
     for key in ("saving_low", "saving_high"):
         ax.axvline(summary[key], color="grey", linestyle="--")
-    ax.set(xlabel="saving from self-hosting over the horizon (USD)", ylabel="draws",
+    ax.set(xlabel="saving from self-hosting over the horizon", ylabel="draws",
            title=f"P(self-hosting cheaper) = {summary['p_self_cheaper']:.0%}; {summary['level']:.0%} interval dashed")
+    usd_axis(ax.xaxis)
     return ax
 
 
@@ -654,6 +676,15 @@ def plot_cost_split(splits: dict[str, dict[str, float]], reference: dict[str, fl
     ax.set(xlabel="share of total cost", xlim=(0, 1), title="Where the money goes")
     ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.3))
     return ax
+
+
+def horizon_verdict(result: dict) -> str:
+    """The comparison over the horizon in words a percentage cannot mislead in: a share saved, or how many times the
+    API's cost self-hosting comes to (never "saving -1004 %")."""
+    if result["saving_share"] >= 0:
+        return f"self-hosting saves {result['saving_share']:.0%} of the API's cost over the horizon"
+    ratio = result["self_total"] / result["api_total"] if result.get("api_total") else float("inf")
+    return f"self-hosting costs {ratio:.1f}x the API over the horizon"
 
 
 def calculator(inputs: dict | None = None):
@@ -692,7 +723,7 @@ def calculator(inputs: dict | None = None):
                 plt.show()
                 result = outcome(values)
                 print(f"API {result['api_monthly']:,.0f} USD/month vs self-hosted {result['self_monthly']:,.0f} USD/month "
-                      f"on {result['gpus']:.0f} GPU(s); saving over the horizon {result['saving_share']:.0%}")
+                      f"on {result['gpus']:.0f} GPU(s); {horizon_verdict(result)}")
             except InputError as error:
                 print(error)
 
