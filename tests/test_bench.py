@@ -650,3 +650,12 @@ def test_plots_draw_each_engines_own_limit_from_zero_with_the_legend_clear_of_th
     ax = compare.plot_latency(records)
     legend = ax.get_legend()
     assert len(legend.get_texts()) == 8 and legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1
+
+
+def test_the_cpu_price_is_for_the_architecture_measured():
+    from helpers.bench import compare
+
+    assert compare.cpu_price(arch="x86_64")["instance"] == "m7i.large" and compare.cpu_price(arch="aarch64")["instance"] == "m7g.large"
+    assert compare.cpu_price("m7g.large")["arch"] == "arm64"
+    with pytest.raises(InputError, match="no price for CPU instance"):
+        compare.cpu_price("z9.huge")

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from ..data import load_rows
+from ..errors import InputError
 from .metrics import percentile, roofline_tokens_per_s, summarize, usd_per_million_tokens
 
 
@@ -88,10 +89,21 @@ def add_roofline(table, bandwidth_gbps: float, bytes_per_token: float, column: s
     return table
 
 
-def cpu_price(instance: str | None = None) -> dict:
-    """A CPU machine's hourly price (dated, sourced: ``datasets/bench/cpu_prices.csv``)."""
-    rows = load_rows("bench/cpu_prices.csv", numeric=["usd_per_hour", "vcpus", "ram_gb"], required=["instance", "provider"])
-    return next((r for r in rows if r["instance"] == instance), rows[0])
+def cpu_price(instance: str | None = None, arch: str | None = None) -> dict:
+    """A CPU machine's hourly price (dated, sourced: ``datasets/bench/cpu_prices.csv``): ``instance`` by name, else the
+    2-vCPU instance of the architecture the measurement runs on (x86_64 or arm64: an Arm price next to an x86
+    measurement would price a machine nobody measured)."""
+    import platform
+
+    rows = load_rows("bench/cpu_prices.csv", numeric=["usd_per_hour", "vcpus", "ram_gb"], required=["instance", "provider", "arch"])
+    if instance is not None:
+        found = next((r for r in rows if r["instance"] == instance), None)
+        if found is None:
+            raise InputError(f"no price for CPU instance {instance!r}", fix=f"use one of {', '.join(r['instance'] for r in rows)}")
+        return found
+    machine = (arch or platform.machine()).lower()
+    machine = {"amd64": "x86_64", "aarch64": "arm64"}.get(machine, machine)
+    return next((r for r in rows if r["arch"] == machine), rows[0])
 
 
 def cost_table(throughputs: dict[str, float], usd_per_hour: float, api_prices: dict[str, float] | None = None):
