@@ -154,9 +154,9 @@ def build(labs: list[str] | None = None, labs_dir: Path = LABS, build_dir: Path 
     return labs
 
 
-def solution_cells(lab: str) -> list[str]:
-    """The solution code of each answer cell of ``lab``, in order, without solution markers."""
-    nb = _read(SOLUTIONS / f"{lab}.ipynb")
+def answer_cell_sources(nb) -> list[str]:
+    """The source of every code cell between a ``# BEGIN SOLUTION`` and an ``# END SOLUTION`` raw cell of a solution
+    notebook (the answer cells, markers and all), in order."""
     out, inside = [], False
     for cell in nb.cells:
         if cell.cell_type == "raw" and cell.source.strip().upper().startswith("# BEGIN SOLUTION"):
@@ -164,8 +164,16 @@ def solution_cells(lab: str) -> list[str]:
         elif cell.cell_type == "raw" and cell.source.strip().upper().startswith("# END SOLUTION"):
             inside = False
         elif inside and cell.cell_type == "code":
-            lines = [re.sub(r"\s*# SOLUTION\s*$", "", line) for line in cell.source.splitlines()]
-            out.append("\n".join(line for line in lines if not re.match(r"\s*# (BEGIN|END) SOLUTION", line)))
+            out.append(cell.source)
+    return out
+
+
+def solution_cells(lab: str) -> list[str]:
+    """The solution code of each answer cell of ``lab``, in order, without solution markers."""
+    out = []
+    for source in answer_cell_sources(_read(SOLUTIONS / f"{lab}.ipynb")):
+        lines = [re.sub(r"\s*# SOLUTION\s*$", "", line) for line in source.splitlines()]
+        out.append("\n".join(line for line in lines if not re.match(r"\s*# (BEGIN|END) SOLUTION", line)))
     return out
 
 

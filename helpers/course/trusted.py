@@ -151,26 +151,21 @@ def lab_context(lab: str) -> dict:
 def answer_names(solution_nb) -> set[str]:
     """The names the learner's answers bind: assigned (or defined) by the lines otter replaces in the solution's answer
     cells (the ``# SOLUTION`` lines where a cell marks some, else the whole cell)."""
+    from .labs import answer_cell_sources
+
     names: set[str] = set()
-    inside = False
-    for cell in solution_nb.cells:
-        if cell.cell_type == "raw" and cell.source.strip().upper().startswith("# BEGIN SOLUTION"):
-            inside = True
-        elif cell.cell_type == "raw" and cell.source.strip().upper().startswith("# END SOLUTION"):
-            inside = False
-        elif inside and cell.cell_type == "code":
-            lines = [line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!", "# BEGIN", "# END"))]
-            marked = [line for line in lines if re.search(r"#\s*SOLUTION\s*$", line)]
-            source = "\n".join(line for line in (marked or lines))
-            try:
-                tree = ast.parse(source)
-            except SyntaxError:
-                continue
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-                    names.add(node.id)
-                elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    names.add(node.name)
+    for cell_source in answer_cell_sources(solution_nb):
+        lines = [line for line in cell_source.splitlines() if not line.lstrip().startswith(("%", "!", "# BEGIN", "# END"))]
+        marked = [line for line in lines if re.search(r"#\s*SOLUTION\s*$", line)]
+        try:
+            tree = ast.parse("\n".join(marked or lines))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names.add(node.name)
     return names
 
 
