@@ -18,7 +18,7 @@ def check_c9(spec, trainable: int, before=None, after=None) -> dict:
     memory = full_finetune_memory(spec).loc["total"]
     compute_cut = 1 - LORA_FLOPS_PER_TOKEN / FULL_FLOPS_PER_TOKEN
     memory_cut = 1 - memory["LoRA r=16 (bf16 base)"] / memory["full fine-tuning"]
-    share = trainable / spec.parameter_count()
+    share = trainable / (spec.parameter_count() + trainable)  # of the adapted model's parameters, as trainable_parameters counts
     evidence = (f"{spec.key}: LoRA trains {share:.2%} of the parameters; per-token compute about {LORA_FLOPS_PER_TOKEN}N vs "
                 f"{FULL_FLOPS_PER_TOKEN}N FLOPs ({compute_cut:.0%} less: the frozen base still runs forward and backward); "
                 f"training memory {memory_cut:.0%} less (no gradients or Adam state for frozen weights)")
