@@ -329,3 +329,19 @@ def test_cpu_peak_memory_is_in_gigabytes_on_linux_and_macos(monkeypatch, platfor
     monkeypatch.setattr(sys, "platform", platform)
     monkeypatch.setattr(resource, "getrusage", lambda who: SimpleNamespace(ru_maxrss=ru_maxrss))
     assert peak_memory_gb("cpu") == pytest.approx(gb)
+
+
+def test_a_baseline_that_cannot_write_json_still_scores_on_the_lenient_category():
+    """Issue 25: an untuned model scored 0 on every strict metric, so "better beyond both intervals" was trivially true.
+    The lenient category (named anywhere in the reply) gives the baseline a score it can earn, and the claims use it."""
+    rows = [{"message": "m", "target": {"category": c, "priority": "low", "product": "app", "personal_data": False, "needs_human": False}}
+            for c in ("refund", "technical_issue", "shipping", "billing")]
+    replies = ["This is a refund request.", "Looks like a technical issue with the app", "Category: billing", "I cannot tell"]
+    table = ft.evaluate(replies, rows)
+    assert table.loc["valid JSON", "rate"] == 0 and table.loc["category", "rate"] == 0
+    assert table.loc["category (lenient)", "correct"] == 2  # refund, technical issue; billing is the wrong category there
+    assert ft.named_category('{"category": "account_access", "priority": "high"}') == "account_access"
+    assert ft.named_category("billing or refund?") == "billing" and ft.named_category("no idea") is None
+    spec = get_model("smollm2-135m")
+    evidence = ft.claims.check_c9(spec, 4_884_480, table, table)["evidence"]
+    assert "category named (lenient" in evidence and "50% before" in evidence

@@ -24,9 +24,11 @@ def check_c9(spec, trainable: int, before=None, after=None) -> dict:
                 f"training memory {memory_cut:.0%} less (no gradients or Adam state for frozen weights)")
     quality = ""
     if before is not None and after is not None:
-        b, a = before.loc["category"], after.loc["category"]
+        metric = "category (lenient)" if "category (lenient)" in before.index and "category (lenient)" in after.index else "category"
+        b, a = before.loc[metric], after.loc[metric]
         quality = ("rose" if a["low"] > b["high"] else "held" if a["high"] >= b["low"] else "fell")
-        evidence += (f"; measured in your run: category accuracy {b['rate']:.0%} before, {a['rate']:.0%} after "
+        said = "category named (lenient, JSON or not)" if metric != "category" else "category accuracy"
+        evidence += (f"; measured in your run: {said} {b['rate']:.0%} before, {a['rate']:.0%} after "
                      f"(95% interval {a['low']:.0%}-{a['high']:.0%})")
     else:
         evidence += "; quality not measured (pass the before/after tables)"
@@ -85,14 +87,19 @@ def check_c12(zero_shot, few_shot, after, plan, your_after_low: float | None = N
     tuned model beat its own untuned self, zero-shot and few-shot, beyond the intervals?
     ``your_after_low``: the learner's exercise-2 reading of the tuned model's lower bound (used as the bar
     when given). The larger-model half is Lab 04's comparison with published scores and the GPU tier's run."""
-    low = after.loc["category", "low"] if your_after_low is None else your_after_low
-    zero_high, few_high = zero_shot.loc["category", "high"], few_shot.loc["category", "high"]
+    # the lenient category (named anywhere in the reply) where the tables have it: the untuned model rarely writes JSON,
+    # and beating a baseline that scores 0 on strict JSON says nothing; the learner's exercise-2 reading (strict, so
+    # never above the lenient one) is the bar when given
+    metric = "category (lenient)" if all("category (lenient)" in t.index for t in (zero_shot, few_shot, after)) else "category"
+    low = after.loc[metric, "low"] if your_after_low is None else your_after_low
+    zero_high, few_high = zero_shot.loc[metric, "high"], few_shot.loc[metric, "high"]
     # beyond the noise: the tuned model's lower bound clears the zero-shot interval (same rows), and its rate clears
     # the few-shot interval (few-shot is measured on fewer rows, so its interval is wide)
-    beats = bool(low > zero_high and after.loc["category", "rate"] > few_high)
-    evidence = (f"{plan.model} category accuracy: zero-shot {zero_shot.loc['category', 'rate']:.0%} (upper bound {zero_high:.0%}), "
-                f"few-shot {few_shot.loc['category', 'rate']:.0%} (upper bound {few_high:.0%}), after LoRA "
-                f"{after.loc['category', 'rate']:.0%} (lower bound {low:.0%}{', your exercise 2' if your_after_low is not None else ''}); "
+    beats = bool(low > zero_high and after.loc[metric, "rate"] > few_high)
+    said = "category named (lenient)" if metric != "category" else "category accuracy"
+    evidence = (f"{plan.model} {said}: zero-shot {zero_shot.loc[metric, 'rate']:.0%} (upper bound {zero_high:.0%}), "
+                f"few-shot {few_shot.loc[metric, 'rate']:.0%} (upper bound {few_high:.0%}), after LoRA "
+                f"{after.loc[metric, 'rate']:.0%} (lower bound {low:.0%}{', your exercise 2' if your_after_low is not None else ''}); "
                 "no larger general model was run in this lab")
     if beats:
         verdict = ("holds in part: the tuned model beats its own untuned self beyond the intervals; "
