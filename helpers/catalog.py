@@ -193,6 +193,33 @@ def kv_cache_bytes(spec: "ModelSpec", tokens: float, bytes_per_value: float = 2.
     return 2 * spec.layers * spec.kv_heads * spec.head_dim * tokens * bytes_per_value
 
 
+# Training with LoRA keeps every layer's activations for the backward pass: bytes per token, per layer, per unit of
+# (hidden + intermediate) width, at a 2-byte compute dtype (twice that in fp32). Fitted to the course's recorded H100
+# QLoRA run (Qwen2.5-7B NF4, packed rows of 2,192 tokens a step, no Liger: 44.5 GB peak; datasets/results/gpu_qlora.csv)
+# and checked against the CPU tier's Lab 03 (3.3 GB measured): the estimate lands within TRAIN_ESTIMATE_FACTOR of both.
+TRAIN_ACTIVATION_BYTES = 27.5
+TRAIN_ROW_TOKENS = 140  # the support-desk task's longest formatted row (2,192 tokens / 16 rows in the recorded run)
+TRAIN_ESTIMATE_FACTOR = 2.0  # the stated accuracy: measured peaks lie between half and twice the estimate
+
+
+def estimate_training_memory(model: str | ModelSpec, precision: str, context: int = 512, batch: int = 8,
+                             device: str = "cuda", lora_rank: int = 16) -> MemoryEstimate:
+    """Predict the peak memory of LoRA/QLoRA training: the (frozen) weights, the adapters with their gradients and
+    Adam state (16 bytes a parameter), and the activations kept for the backward pass for ``batch`` rows a step of
+    at most ``context`` tokens (the task's rows are shorter: :data:`TRAIN_ROW_TOKENS`). ``kv_cache_gb`` is 0 (no cache
+    while training); the activations and the CUDA context are the overhead."""
+    spec = model if isinstance(model, ModelSpec) else get_model(model)
+    for name, value in (("context", context), ("batch", batch)):
+        if not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}", fix=f"pass {name} >= 1")
+    weights = estimate_weights_bytes(spec, precision)
+    tokens = batch * min(context, TRAIN_ROW_TOKENS)
+    activations = tokens * spec.layers * (spec.hidden + spec.intermediate) * TRAIN_ACTIVATION_BYTES * compute_bytes(precision) / 2
+    adapters = 16 * spec.layers * lora_rank * 2 * (spec.hidden + spec.heads * spec.head_dim)  # q and v projections, order of
+    overhead = (CUDA_CONTEXT_GB * 1e9 if device == "cuda" else 0.0) + activations + adapters
+    return MemoryEstimate(spec.key, precision, context, batch, weights / 1e9, 0.0, overhead / 1e9)
+
+
 def estimate_memory(model: str | ModelSpec, precision: str, context: int = 4096, batch: int = 1, device: str = "cuda") -> MemoryEstimate:
     """Predict memory for running ``model`` at ``precision`` with ``batch`` sequences of ``context`` tokens.
 

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .catalog import PRECISIONS, estimate_memory, get_model
+from .catalog import PRECISIONS, estimate_memory, estimate_training_memory, get_model
 from .data import load_rows
 from .errors import InputError, KitError, NotEnoughMemoryError
 from .hardware import USABLE_RAM, USABLE_VRAM, Hardware, detect_hardware, half_dtype, llamacpp_server, vllm_cli
@@ -214,7 +214,14 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
     def needed(estimate) -> float:  # the KV cache and overhead once, the weights once per copy the lab holds
         return estimate.total_gb + (copies - 1) * estimate.weights_gb
 
-    estimate = estimate_memory(spec, precision, base["context"], base["batch"], device=device)
+    training = float(row.get("train_tokens") or 0) > 0  # a lab that trains holds activations for the backward pass
+
+    def estimate_for(precision: str, batch: int):
+        if training:
+            return estimate_training_memory(spec, precision, base["context"], batch, device=device)
+        return estimate_memory(spec, precision, base["context"], batch, device=device)
+
+    estimate = estimate_for(precision, base["batch"])
     while needed(estimate) > available:
         # smaller batches first, down to BATCH_FLOOR (a sweep or a server with fewer requests in flight still teaches
         # the lesson), then smaller precisions, then batches down to 1; each step is a note
@@ -238,7 +245,7 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
             base["batch"] = new_batch
         else:
             precision = smaller
-        estimate = estimate_memory(spec, precision, base["context"], base["batch"], device=device)
+        estimate = estimate_for(precision, base["batch"])
     minutes = _expected_minutes(row, hw, estimate.weights_gb, spec.parameter_count(), notes)
     if "tier" in wanted and device == "cpu" and tier != "cpu" and minutes > SLOW_OVERRIDE_MINUTES:
         notes.append(f"about {minutes:.0f} min on this machine: {ENV_VAR} forces the {tier} tier's sizes onto a CPU. "
