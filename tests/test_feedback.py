@@ -2,16 +2,17 @@
 wrong-answer table, are tested in test_checks.py)."""
 import pytest
 
-from helpers.course.feedback import first_failure, stub_result
+from helpers.course.checks import guarded, say
+from helpers.course.feedback import stub_result
 from helpers.paths import REPO_ROOT
 
 LAB03 = REPO_ROOT / "labs" / "03_lora_finetuning" / "tests"
 
 
-def test_first_failure_prints_only_the_first_problem(capsys):
-    first_failure((lambda: True, "fine"), (lambda: 1 / 0, "cannot divide"), (lambda: False, "never reached"))
-    assert capsys.readouterr().out == "✗ cannot divide (ZeroDivisionError: division by zero)\n"
-    first_failure((lambda: True, "fine"))
+def test_a_check_prints_one_line_when_wrong_and_nothing_when_right(capsys):
+    say("cannot divide")
+    assert capsys.readouterr().out == "✗ cannot divide\n"
+    say(None)
     assert capsys.readouterr().out == ""
     assert stub_result(..., 1)[1].startswith("not done yet") and stub_result(lambda x: x / 0, 1)[1].startswith("calling it with 1 raised")
 
@@ -41,13 +42,13 @@ def test_a_failing_check_shows_one_line_not_its_source(monkeypatch):
     wrong = grader.check("q1", {"lora_params": 38_912})
     text, html = repr(wrong), wrong._repr_html_()
     assert text.splitlines()[0] == "q1:" and len(text.splitlines()) == 2 and "in each of the 28 layers" in text
-    assert "first_failure" not in text + html and "lambda" not in text + html and "1_089_536" not in text + html
+    assert "say(" not in text + html and "lambda" not in text + html and "1_089_536" not in text + html
     assert not wrong.passed_all and repr(grader.check("q1", {"lora_params": 1_089_536})) == "q1 passed!"
     broken = repr(grader.check("q2", {"json_gain": 1.0, "category_after_low": 0.43}))  # `after` was never defined
     assert broken.splitlines()[1].startswith("✗") and "Traceback" not in broken and len(broken.splitlines()) == 2
 
 
 def test_a_message_that_cannot_be_formed_is_still_one_line(capsys):
-    first_failure((lambda: False, lambda: f"got {1 / 0}"))
+    say(guarded(lambda value: f"got {1 / value}")(0))
     out = capsys.readouterr().out
     assert out.startswith("✗ this value cannot be checked (ZeroDivisionError)") and out.count("\n") == 1
