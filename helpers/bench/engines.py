@@ -124,6 +124,7 @@ class OpenAIEngine:
     api_key_env: str = ""
     timeout_s: float = 60.0
     name: str = ""
+    system: str = ""  # a system prompt sent before every prompt (the desk's, shared by all its requests)
 
     def __post_init__(self):
         self.name = self.name or f"OpenAI API at {self.base_url}"
@@ -147,7 +148,8 @@ class OpenAIEngine:
         times: list[float] = []
         usage = None
         try:
-            stream = client.chat.completions.create(model=self.model, messages=[{"role": "user", "content": prompt}],
+            messages = ([{"role": "system", "content": self.system}] if self.system else []) + [{"role": "user", "content": prompt}]
+            stream = client.chat.completions.create(model=self.model, messages=messages,
                                                     max_tokens=max_tokens, temperature=0.0, stream=True,
                                                     stream_options={"include_usage": True})
             for chunk in stream:

@@ -96,7 +96,8 @@ def vllm_command(model_dir: str | Path, port: int, dtype: str, max_model_len: in
 VLLM_HEADROOM, VLLM_MIN_SHARE, VLLM_MAX_SHARE = 1.3, 0.2, 0.9
 INSTALL_FIX = {"transformers": "pip install 'transformers[serving]' (bash kit setup does)",
                "llamacpp": "pip install 'llama-cpp-python[server]', or OTS_PLAN='server=transformers'",
-               "vllm": "pip install vllm on this CUDA machine, or OTS_PLAN='server=transformers' for transformers serve"}
+               "vllm": "pip install vllm on this CUDA machine, or OTS_PLAN='server=transformers' for transformers serve",
+               "vllm-router": "pip install 'vllm-router>=0.1.17,<0.2' (bash kit setup installs it)"}
 
 
 def _gpu_free_fraction() -> float | None:
@@ -136,7 +137,7 @@ class LocalServer:
         port = options.pop("port", None) or free_port()
         gguf = _embedded_gguf(model_dir) if plan.server == "llamacpp" else None
         if gguf is not None:  # llama.cpp serves the embedded model's own GGUF file (its 4-bit weights, as shipped)
-            threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+            threads = int((options.get("env") or {}).get("OMP_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
             command = llamacpp_command(gguf, port, str(model_dir), plan.context, threads)
             return cls(model_dir, port=port, device="cpu", command=command, engine="llamacpp", **options)
         if plan.server != "vllm":  # transformers serve at the plan's precision: the dtype it computes in, its quantization
@@ -161,7 +162,8 @@ class LocalServer:
 
     def __init__(self, model_dir: str | Path | None = None, port: int | None = None, device: str = "cpu",
                  command: list[str] | None = None, model_name: str | None = None, startup_timeout_s: float = 120.0,
-                 max_lifetime_s: float = 1800.0, health_path: str = "/v1/models", engine: str = "transformers"):
+                 max_lifetime_s: float = 1800.0, health_path: str = "/v1/models", engine: str = "transformers",
+                 env: dict[str, str] | None = None):
         if command is None and model_dir is None:
             raise InputError("no model folder to serve", fix="pass model_dir (e.g. helpers.models.ensure_embedded())")
         self.port = port or free_port()
@@ -172,6 +174,7 @@ class LocalServer:
         self.engine = engine
         self.command = command or serve_command(model_dir, self.port, device)
         self.startup_timeout_s, self.max_lifetime_s, self.health_path = startup_timeout_s, max_lifetime_s, health_path
+        self.env = dict(env or {})  # added to the server's environment (a fleet's replica: its share of the CPU threads)
         self.process: subprocess.Popen | None = None
         self._log = tempfile.NamedTemporaryFile("w+", prefix="ots-server-", suffix=".log", delete=False)
         self._hub_cache = tempfile.mkdtemp(prefix="ots-hub-cache-")
@@ -199,7 +202,7 @@ class LocalServer:
             raise ServerError(f"{self.command[0]!r} is not installed", fix=INSTALL_FIX.get(self.engine, INSTALL_FIX["transformers"]))
         # offline: no hub lookups; an existing cache folder (transformers serve's /v1/models needs one)
         os.makedirs(self._hub_cache, exist_ok=True)  # stop() removed it: a restarted server gets a fresh one
-        env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=self._hub_cache, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=self._hub_cache, PYTHONUNBUFFERED="1", **self.env)
         self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                         # the parent-death signal follows the starting *thread*: only the main thread's
                                         preexec_fn=_die_with_parent if sys.platform.startswith("linux")
@@ -270,9 +273,14 @@ def _die_with_parent() -> None:
 class NameProxy:
     """A thin front on 127.0.0.1 for a server that knows its model only by a folder path (``transformers serve``): it
     answers ``/v1/models`` with the model's catalog name (and the path), takes either name in a request, and passes
-    everything else through unchanged, streamed responses chunk by chunk."""
+    everything else through unchanged, streamed responses chunk by chunk.
 
-    def __init__(self, port: int, backend_port: int, name: str, backend_model: str):
+    For a fleet (``helpers.deploy.fleet``) it also answers ``/health`` from ``health`` (a callable: is the server
+    behind it up) and removes ``drop_fields`` from request bodies: vllm-router adds sampling fields of its own to every
+    request, which ``transformers serve`` refuses with a 422 (it accepts only the fields it knows)."""
+
+    def __init__(self, port: int, backend_port: int, name: str, backend_model: str, drop_fields: frozenset = frozenset(),
+                 health=None):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         proxy = self
@@ -286,6 +294,8 @@ class NameProxy:
             def do_GET(self):
                 if self.path.rstrip("/") == "/v1/models":
                     return proxy._models(self)
+                if self.path.rstrip("/") == "/health" and proxy.health is not None:
+                    return proxy._health(self)
                 proxy._forward(self, None)
 
             def do_POST(self):
@@ -293,6 +303,7 @@ class NameProxy:
                 proxy._forward(self, self.rfile.read(length) if length else b"")
 
         self.name, self.backend_model, self.backend_port = name, backend_model, backend_port
+        self.drop_fields, self.health = frozenset(drop_fields), health
         self.server = ThreadingHTTPServer((HOST, port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -317,6 +328,15 @@ class NameProxy:
         handler.end_headers()
         handler.wfile.write(body)
 
+    def _health(self, handler) -> None:
+        up = bool(self.health())
+        body = b'{"status":"ok"}' if up else b'{"status":"down"}'
+        handler.send_response(200 if up else 503)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
     def _forward(self, handler, body: bytes | None) -> None:
         import http.client
         import json
@@ -324,8 +344,11 @@ class NameProxy:
         if body:
             try:
                 data = json.loads(body)
-                if isinstance(data, dict) and data.get("model") == self.name:
-                    data["model"] = self.backend_model
+                if isinstance(data, dict) and (data.get("model") == self.name or self.drop_fields & data.keys()):
+                    if data.get("model") == self.name:
+                        data["model"] = self.backend_model
+                    for key in self.drop_fields & data.keys():
+                        del data[key]
                     body = json.dumps(data).encode()
             except ValueError:
                 pass  # not JSON: the backend answers it as it would

@@ -95,6 +95,8 @@ class StandInUpstream:
             def do_GET(self):
                 if self.path.rstrip("/") == "/v1/models":
                     upstream._json(self, 200, {"object": "list", "data": [{"id": upstream.config.model, "object": "model"}]})
+                elif self.path.rstrip("/") == "/health":  # what a load balancer checks (vllm-router, in a fleet)
+                    upstream._json(self, 200, {"status": "ok"})
                 else:
                     upstream._json(self, 404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
 
