@@ -40,6 +40,7 @@ class Hardware:
         ram_gb: system memory in GB.
         spec: the matching row of ``datasets/gpu_specs.csv``, if any.
         unused_accelerator: a GPU torch sees but the kit does not plan for (an Apple GPU through MPS), or None.
+        gpus: how many GPUs of this kind the machine has (a fleet's replicas and tensor parallelism use them all).
     """
 
     kind: str
@@ -51,6 +52,7 @@ class Hardware:
     ram_gb: float = 0.0
     spec: dict | None = field(default=None, compare=False)
     unused_accelerator: str | None = None
+    gpus: int = 1
 
     @property
     def has_gpu(self) -> bool:
@@ -64,8 +66,9 @@ class Hardware:
     def summary(self) -> str:
         if self.has_gpu:
             cc = ".".join(map(str, self.compute_capability or ()))
+            count = f"{self.gpus} x " if self.gpus > 1 else ""
             return (
-                f"GPU {self.name}, {self.vram_gb:.1f} GB, compute capability {cc}, "
+                f"GPU {count}{self.name}, {self.vram_gb:.1f} GB{' each' if count else ''}, compute capability {cc}, "
                 f"bf16 {'yes' if self.bf16 else 'no'}; {self.cpu_cores} CPU cores, {self.ram_gb:.1f} GB RAM"
             )
         found = f"{self.unused_accelerator} found, not used" if self.unused_accelerator else "no GPU found"
@@ -200,14 +203,15 @@ def detect_hardware() -> Hardware:
                 cpu_cores=_cpu_cores(),
                 ram_gb=_ram_gb(),
                 spec=find_spec(props.name),
+                gpus=torch.cuda.device_count(),
             )
     except ImportError:
         pass
     return cpu_hardware()
 
 
-def describe_gpu(name: str, ram_gb: float = 32.0, cpu_cores: int = 8) -> Hardware:
-    """A Hardware description of a GPU from the spec table (for planning other machines)."""
+def describe_gpu(name: str, ram_gb: float = 32.0, cpu_cores: int = 8, gpus: int = 1) -> Hardware:
+    """A Hardware description of a machine with ``gpus`` GPUs from the spec table (for planning other machines)."""
     spec = find_spec(name)
     if spec is None:
         known = ", ".join(gpu_specs())
@@ -224,6 +228,7 @@ def describe_gpu(name: str, ram_gb: float = 32.0, cpu_cores: int = 8) -> Hardwar
         cpu_cores=cpu_cores,
         ram_gb=ram_gb,
         spec=spec,
+        gpus=gpus,
     )
 
 

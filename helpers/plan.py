@@ -69,6 +69,8 @@ class Plan:
     server: str | None = None  # labs that serve the model (04, 05): a key of SERVERS (transformers, vllm, llamacpp)
     copies: int = 1  # copies of the model's weights the lab holds at its peak (in process, behind a server, ...)
     model_memory_gb: float = 0.0  # one copy: weights + KV cache + overhead (what one server needs)
+    replicas: int = 1  # labs that serve: copies of the server behind the fleet's router (one per GPU or GPU group)
+    tensor_parallel: int = 1  # GPUs one server spreads the model over (vLLM's --tensor-parallel-size)
 
     def as_rows(self) -> list[tuple[str, str]]:
         rows = [
@@ -82,6 +84,10 @@ class Plan:
         if self.server:
             gguf = ", on the GGUF file's own quantized weights" if self.server == "llamacpp" else ""
             rows.append(("local server", SERVERS[self.server] + gguf))
+            tp = f", each over {self.tensor_parallel} GPUs (tensor parallel)" if self.tensor_parallel > 1 else ""
+            if self.lab == FLEET_LAB or tp:
+                rows.append(("fleet", f"{self.replicas} replica{'s' if self.replicas > 1 else ''}{tp}"
+                                      + (" behind vllm-router" if self.lab == FLEET_LAB else "")))
         rows += [(f"note {i + 1}", note) for i, note in enumerate(self.notes)]
         return rows
 
@@ -221,6 +227,12 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
             return estimate_training_memory(spec, precision, base["context"], batch, device=device)
         return estimate_memory(spec, precision, base["context"], batch, device=device)
 
+    # a node of several GPUs serving with vLLM can spread one copy over them (tensor parallel) before it lowers the
+    # precision; the fit check then counts the node's memory, and the layout below picks the GPUs per copy
+    node = row.get("server") == "vllm" and wanted.get("server", "vllm") == "vllm" and device == "cuda" and hw.gpus > 1 \
+        and precision in ("bf16", "fp16") and vllm_cli() is not None
+    if node:
+        available = available * hw.gpus
     estimate = estimate_for(precision, base["batch"])
     while needed(estimate) > available:
         # smaller batches first, down to BATCH_FLOOR (a sweep or a server with fewer requests in flight still teaches
@@ -245,6 +257,9 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
             base["batch"] = new_batch
         else:
             precision = smaller
+            if node and precision not in ("bf16", "fp16"):  # vLLM serves 16-bit weights: below that, one GPU per copy
+                node, available = False, base["memory_available_gb"]
+                notes.append(f"the node's {hw.gpus} GPUs together cannot hold it at 16 bits either: sized for one GPU")
         estimate = estimate_for(precision, base["batch"])
     minutes = _expected_minutes(row, hw, estimate.weights_gb, spec.parameter_count(), notes)
     if "tier" in wanted and device == "cpu" and tier != "cpu" and minutes > SLOW_OVERRIDE_MINUTES:
@@ -255,9 +270,49 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
         if "server" in wanted:
             notes.append(f"server set to {wanted['server']} by {ENV_VAR}")
         server = server_for(wanted.get("server", row["server"]), precision, device, notes, gguf=bool(spec.embedded_package))
+    replicas, tensor_parallel = fleet_layout(hw, device, server, estimate.total_gb, base["memory_available_gb"], spec.heads,
+                                             spec.kv_heads, notes, fleet=lab == FLEET_LAB) if server else (1, 1)
     return Plan(model=spec.key, hub_id=spec.hub_id, precision=precision, expected_memory_gb=needed(estimate),
                 expected_minutes=minutes, notes=notes, compute_dtype=compute_dtype_for(precision, device, hw), server=server,
-                copies=copies, model_memory_gb=estimate.total_gb, **base)
+                copies=copies, model_memory_gb=estimate.total_gb, replicas=replicas, tensor_parallel=tensor_parallel, **base)
+
+
+# a CPU's fleet: two replicas, so one can fail over to the other (they share the machine's cores)
+CPU_REPLICAS = 2
+FLEET_LAB = "05"  # the lab that runs a fleet; the others that serve run one server (tensor parallel where needed)
+
+
+def fleet_layout(hw: Hardware, device: str, server: str, one_copy_gb: float, per_gpu_gb: float, heads: int, kv_heads: int,
+                 notes: list[str], fleet: bool = True) -> tuple[int, int]:
+    """(replicas, tensor parallel) for a lab that serves. On a CPU: two replicas sharing the cores. On GPUs: one copy
+    per GPU where it fits one (data parallel: ``gpus`` replicas behind the router); where it does not and vLLM serves,
+    the fewest GPUs per copy that hold it (a power of two dividing the attention and KV heads, as vLLM requires), and
+    as many such groups as the node has. A note says which and why. ``fleet`` False (a lab that runs one server):
+    one replica, still tensor parallel where one GPU cannot hold the model."""
+    if device != "cuda":
+        if not fleet:
+            return 1, 1
+        notes.append(f"fleet (Lab 05): {CPU_REPLICAS} replicas on this machine's {hw.cpu_cores} cores; they share them, so "
+                     "two replicas show failover and routing, not twice the speed (on GPUs each replica has its own)")
+        return CPU_REPLICAS, 1
+    gpus = max(1, hw.gpus)
+    if one_copy_gb <= per_gpu_gb or server != "vllm":
+        if gpus > 1 and fleet:
+            notes.append(f"fleet: {gpus} replicas, one per GPU (data parallel: one copy of the model on each, the router "
+                         "spreads requests over them)")
+        return gpus, 1
+    tp = 2
+    while tp <= gpus and (one_copy_gb / tp > per_gpu_gb or heads % tp or kv_heads % tp):
+        tp *= 2
+    if tp > gpus:  # the fit check counted the node's memory: only reached when the heads do not divide
+        raise NotEnoughMemoryError(f"one copy needs about {one_copy_gb:.0f} GB; no power-of-two group of this node's {gpus} GPUs "
+                                   f"({per_gpu_gb:.0f} GB usable each) holds it with {heads} attention heads split evenly",
+                                   fix="a smaller model or precision (OTS_PLAN='precision=int8' with transformers serve)")
+    replicas = gpus // tp if fleet else 1
+    notes.append(f"one copy needs about {one_copy_gb:.0f} GB > {per_gpu_gb:.0f} GB usable on one GPU: vLLM splits it over "
+                 f"{tp} GPUs (tensor parallel)" + (f", {replicas} replica{'s' if replicas > 1 else ''} on this node's {gpus} GPUs"
+                                                    if fleet else ""))
+    return replicas, tp
 
 
 def server_for(wanted: str | None, precision: str, device: str, notes: list[str], gguf: bool = False) -> str | None:

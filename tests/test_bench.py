@@ -494,11 +494,11 @@ def test_a_big_gpu_plan_serves_with_vllm_where_installed_and_falls_back_saying_w
 
     import helpers.bench.server as serving
 
-    monkeypatch.setattr(serving, "_gpu_free_fraction", lambda: 0.15)  # the notebook's model and another server hold the rest
+    monkeypatch.setattr(serving, "_gpu_free_fraction", lambda index=0: 0.15)  # the notebook's model and another server hold the rest
     with pytest.raises(ServerError) as info:
         LocalServer.for_plan(p, "/models/qwen")
     assert "only 15% " in str(info.value) and "server=transformers" in info.value.fix
-    monkeypatch.setattr(serving, "_gpu_free_fraction", lambda: None)
+    monkeypatch.setattr(serving, "_gpu_free_fraction", lambda index=0: None)
 
     quantized = plan("05", a100, override="precision=nf4")
     assert quantized.server == "transformers" and any("at nf4 the local server is transformers serve" in n for n in quantized.notes)

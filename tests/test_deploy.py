@@ -592,7 +592,7 @@ def test_the_desk_model_is_lab03s_tuned_model_or_the_base_named_with_lab03(tmp_p
     assert deployed.tuned
     import helpers.bench.server as serving
 
-    monkeypatch.setattr(serving, "_gpu_free_fraction", lambda: None)
+    monkeypatch.setattr(serving, "_gpu_free_fraction", lambda index=0: None)
     command = LocalServer.for_plan(gpu_plan, deployed.folder).command
     assert command[1:3] == ["serve", str(merged)] and command[command.index("--served-model-name") + 1] == str(merged)
     shutil.rmtree(merged)

@@ -79,7 +79,7 @@ SERVE_QUANTIZATION = {"nf4": "bnb-4bit", "fp4": "bnb-4bit", "int8": "bnb-8bit"}
 
 
 def vllm_command(model_dir: str | Path, port: int, dtype: str, max_model_len: int, max_num_seqs: int,
-                 gpu_memory_utilization: float) -> list[str]:
+                 gpu_memory_utilization: float, tensor_parallel: int = 1) -> list[str]:
     """``vllm serve`` for ``model_dir`` on loopback, sized by the plan: its dtype, context and batch, and the share
     of GPU memory vLLM may take for weights and its paged KV cache. The model name clients send is the folder's
     path, as with ``transformers serve``, so the same client code talks to either."""
@@ -87,7 +87,8 @@ def vllm_command(model_dir: str | Path, port: int, dtype: str, max_model_len: in
 
     return [vllm_cli() or "vllm", "serve", str(model_dir), "--host", HOST, "--port", str(port),
             "--served-model-name", str(model_dir), "--dtype", dtype, "--max-model-len", str(max_model_len),
-            "--max-num-seqs", str(max_num_seqs), "--gpu-memory-utilization", f"{gpu_memory_utilization:.2f}"]
+            "--max-num-seqs", str(max_num_seqs), "--gpu-memory-utilization", f"{gpu_memory_utilization:.2f}"] + (
+            ["--tensor-parallel-size", str(tensor_parallel)] if tensor_parallel > 1 else [])
 
 
 # vLLM takes a fixed share of the GPU up front: the plan's estimate for one copy (weights + KV cache at its batch and context)
@@ -100,14 +101,14 @@ INSTALL_FIX = {"transformers": "pip install 'transformers[serving]' (bash kit se
                "vllm-router": "pip install 'vllm-router>=0.1.17,<0.2' (bash kit setup installs it)"}
 
 
-def _gpu_free_fraction() -> float | None:
-    """The share of the first GPU's memory free right now (None without CUDA)."""
+def _gpu_free_fraction(index: int = 0) -> float | None:
+    """The share of GPU ``index``'s memory free right now (None without CUDA)."""
     try:
         import torch
 
         if not torch.cuda.is_available():
             return None
-        free, total = torch.cuda.mem_get_info(0)
+        free, total = torch.cuda.mem_get_info(index)
         return free / total
     except Exception:  # noqa: BLE001 - a driver that cannot say is not a reason to refuse: vLLM will say itself
         return None
@@ -147,15 +148,19 @@ class LocalServer:
         from ..hardware import USABLE_VRAM
 
         vram_gb = plan.memory_available_gb / USABLE_VRAM
-        one_copy = plan.model_memory_gb or plan.expected_memory_gb  # the served copy: weights, KV cache, overhead
+        # the served copy (weights, KV cache, overhead), spread over the GPUs of a tensor-parallel group
+        one_copy = (plan.model_memory_gb or plan.expected_memory_gb) / max(1, plan.tensor_parallel)
         share = min(VLLM_MAX_SHARE, max(VLLM_MIN_SHARE, VLLM_HEADROOM * one_copy / vram_gb))
-        free = _gpu_free_fraction()  # vLLM takes its share of the whole card and refuses to start if that much is not free
+        # vLLM takes its share of the whole card and refuses to start if that much is not free; a fleet's replica checks
+        # the GPU it is given (CUDA_VISIBLE_DEVICES in its environment), the lowest of a tensor-parallel group
+        visible = str((options.get("env") or {}).get("CUDA_VISIBLE_DEVICES", "0")).split(",")[0]
+        free = _gpu_free_fraction(int(visible) if visible.isdigit() else 0)
         if free is not None and share > free - 0.02:
             raise ServerError(f"vLLM would take {share:.0%} of the GPU ({share * vram_gb:.1f} GB) but only {free:.0%} "
                               f"({free * vram_gb:.1f} GB) is free: the notebook's own model or another server holds the rest",
                               fix="stop the other server (server.stop()) or free the in-process model (del model; "
                                   "torch.cuda.empty_cache()), or serve with OTS_PLAN='server=transformers'")
-        command = vllm_command(model_dir, port, plan.compute_dtype, plan.context, plan.batch, share)
+        command = vllm_command(model_dir, port, plan.compute_dtype, plan.context, plan.batch, share, plan.tensor_parallel)
         # vLLM profiles memory and captures CUDA graphs before it answers: minutes on a 7B, not seconds
         options.setdefault("startup_timeout_s", 900.0)
         return cls(model_dir, port=port, device=plan.device, command=command, engine="vllm", **options)

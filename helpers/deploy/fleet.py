@@ -76,13 +76,17 @@ class ServedReplica:
     """One replica: the plan's local server on a port of its own, behind a front (``transformers serve``, llama.cpp)
     or not (vLLM). ``kill()`` is a crash (SIGKILL, front gone); ``start()`` brings it back on the same port."""
 
-    def __init__(self, plan, model_dir, name: str, port: int | None = None, max_lifetime_s: float = 1800.0, threads: int | None = None):
+    def __init__(self, plan, model_dir, name: str, port: int | None = None, max_lifetime_s: float = 1800.0, threads: int | None = None,
+                 index: int = 0):
         from ..bench.server import free_port
 
         self.plan, self.model_dir, self.name, self.max_lifetime_s = plan, model_dir, name, max_lifetime_s
-        # on a CPU the replicas share the cores: each gets its share of threads, not all of them (oversubscribed
-        # threads spin against each other and every replica gets slower)
-        self.env = {"OMP_NUM_THREADS": str(threads)} if threads and plan.device == "cpu" else {}
+        if plan.device == "cuda":  # its own GPU, or its own group of GPUs for a tensor-parallel copy
+            tp = max(1, plan.tensor_parallel)
+            self.env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in range(index * tp, (index + 1) * tp))}
+        else:  # on a CPU the replicas share the cores: each gets its share of threads, not all of them (oversubscribed
+            # threads spin against each other and every replica gets slower)
+            self.env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
         self.port = port or free_port()  # what the router sends to
         self.server = None
         self.front = None
@@ -139,7 +143,7 @@ class Fleet:
         label = name or plan.model or "local-model"
         threads = max(1, (os.cpu_count() or 1) // count)
         return cls(lambda i, port=None: ServedReplica(plan, model_dir, label, port=port, max_lifetime_s=max_lifetime_s,
-                                                      threads=threads),
+                                                      threads=threads, index=i),
                    count, policy=policy, max_lifetime_s=max_lifetime_s)
 
     def __init__(self, make_replica, replicas: int = 2, policy: str = "round_robin", max_lifetime_s: float = 1800.0):
