@@ -206,3 +206,22 @@ def test_the_report_cuts_no_verdict_short(tmp_path, monkeypatch):
     claims = pd.DataFrame({"says": ["x" * 120], "lab": ["01"], "verdict": [long_verdict]}, index=["C2"])
     text = memo.render_html(memo.build(claims=claims, samples=20)).read_text()
     assert long_verdict in text and "x" * 120 in text
+
+
+def test_the_fleets_spare_gpu_is_priced_in_the_capstone_and_explained_step_by_step():
+    """Lab 05 sized its fleet N+1: the capstone's self-hosted and hybrid options keep the spare GPU, the reconciliation
+    shows it as its own step, and a store without a fleet run prices no spare (as Lab 01 does)."""
+    without, with_fleet = memo.inputs(full_store()), memo.inputs(full_store(**{"fleet spare": 1}))
+    base0, base1 = memo.report.base_inputs(without), memo.report.base_inputs(with_fleet)
+    assert base0["spare_gpus"] == 0 and base1["spare_gpus"] == 1
+    one_gpu_month = base1["usd_per_gpu_hour"] * tco.costs.HOURS_PER_MONTH
+    assert tco.outcome(base1)["gpus"] == tco.outcome(base0)["gpus"] + 1
+    assert tco.outcome(base1)["self_monthly"] == pytest.approx(tco.outcome(base0)["self_monthly"] + one_gpu_month)
+    summary, _ = memo.options(with_fleet, samples=20)
+    steps = memo.report.reconcile(with_fleet, summary)
+    spare = steps.xs("with Lab 05's spare GPU (N+1)", level="step")
+    before = steps.xs("with Lab 04's efficiency", level="step")
+    assert spare.loc["self-hosted", "USD a month"] - before.loc["self-hosted", "USD a month"] == pytest.approx(one_gpu_month)
+    assert "N+1" not in " ".join(memo.report.reconcile(without, memo.options(without, samples=20)[0]).index.get_level_values("step"))
+    with pytest.raises(InputError):
+        tco.SelfHost("H100", "qwen2.5-7b", usd_per_gpu_hour=2.0, spare_gpus=-1)

@@ -275,6 +275,24 @@ def _die_with_parent() -> None:
         pass
 
 
+def read_body(handler) -> bytes:
+    """A request's body as ``http.server`` handlers get it: by Content-Length, or chunk by chunk where the client sends
+    ``Transfer-Encoding: chunked`` (vllm-router does for long requests; reading only Content-Length there would leave
+    the body in the socket to be misread as the next request)."""
+    if "chunked" in (handler.headers.get("Transfer-Encoding") or "").lower():
+        parts = []
+        while True:
+            size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while handler.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers, then the blank line
+                    pass
+                return b"".join(parts)
+            parts.append(handler.rfile.read(size))
+            handler.rfile.readline()  # the CRLF after each chunk
+    length = int(handler.headers.get("Content-Length") or 0)
+    return handler.rfile.read(length) if length else b""
+
+
 class NameProxy:
     """A thin front on 127.0.0.1 for a server that knows its model only by a folder path (``transformers serve``): it
     answers ``/v1/models`` with the model's catalog name (and the path), takes either name in a request, and passes
@@ -304,8 +322,7 @@ class NameProxy:
                 proxy._forward(self, None)
 
             def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                proxy._forward(self, self.rfile.read(length) if length else b"")
+                proxy._forward(self, read_body(self))
 
         self.name, self.backend_model, self.backend_port = name, backend_model, backend_port
         self.drop_fields, self.health = frozenset(drop_fields), health

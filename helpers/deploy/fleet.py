@@ -505,3 +505,101 @@ def capacity_table(inputs: dict, measured_rps: float | None, measured_label: str
     table = pd.DataFrame(rows).T
     table.attrs["paper per replica / measured"] = paper_rps / measured_rps if measured_rps else math.nan
     return table
+
+
+# ---------------------------------------------------------------- Lab 05's section
+@dataclass(frozen=True)
+class FleetSettings:
+    """How big the lab's fleet runs are on the plan's device."""
+
+    requests_per_phase: int
+    concurrency: int
+    max_tokens: int
+    policy_requests: int
+
+    @property
+    def failover(self) -> dict:
+        return {"requests_per_phase": self.requests_per_phase, "concurrency": self.concurrency, "max_tokens": self.max_tokens}
+
+    @property
+    def policies(self) -> dict:
+        return {"requests": self.policy_requests, "concurrency": self.concurrency, "max_tokens": self.max_tokens}
+
+
+def fleet_settings(plan) -> FleetSettings:
+    """A CPU's replicas answer a few requests a second between them; a GPU's, hundreds."""
+    if plan.quick:
+        return FleetSettings(requests_per_phase=4, concurrency=2, max_tokens=4, policy_requests=4)
+    if plan.device == "cpu":
+        return FleetSettings(requests_per_phase=8, concurrency=4, max_tokens=12, policy_requests=8)
+    return FleetSettings(requests_per_phase=64, concurrency=16, max_tokens=64, policy_requests=96)
+
+
+def read_drill(drill: Drill) -> str:
+    """The drill in words, computed from its table."""
+    table = drill.table
+    names = list(table.index)
+    up, down, back = (table.loc[n] for n in names)
+    outage = drill.events["rejoined"] - drill.events["killed"]
+    survivor = [c for c in table.columns if c.startswith("sent to replica")][1:]
+    return (f"{int(table['requests'].sum())} requests, {drill.lost} lost. With a replica down the survivor(s) took "
+            f"{int(sum(down[c] for c in survivor))} of {int(down['requests'])} requests; the router retried "
+            f"{int(down['router retries'])} on another replica. p95 latency {up['latency p95 s']:.2f} s with all replicas up, "
+            f"{down['latency p95 s']:.2f} s during the failure ({down['latency p95 s'] / up['latency p95 s']:.1f}x), "
+            f"{back['latency p95 s']:.2f} s after the replica rejoined ({outage:.0f} s after the crash: its restart time).")
+
+
+def read_policies(table) -> str:
+    """Which policy did best on TTFT and throughput here, and how each spread the load, in words from the table."""
+    share = [c for c in table.columns if c.endswith(" share")]
+    spread = "; ".join(f"{policy}: " + "/".join(f"{table.loc[policy, c]:.0%}" for c in share) for policy in table.index)
+    fastest = table["ttft s p50"].idxmin()
+    busiest = table["output tokens/s"].idxmax()
+    ratio = table["ttft s p50"].max() / table["ttft s p50"].min()
+    return (f"lowest TTFT p50: {fastest}; highest output tokens/s: {busiest}; slowest over fastest TTFT p50: {ratio:.2f}x. "
+            f"Share of requests per replica: {spread}.")
+
+
+def costed_inputs(store: dict | None = None) -> dict:
+    """The inputs the capstone prices self-hosting with: Lab 01's choices (``tco.lab01_inputs``) and the bandwidth
+    efficiency Lab 04 measured or read from a recorded run, so the fleet's paper row counts the capstone's GPUs."""
+    from .. import results, tco
+
+    store = results.load() if store is None else store
+    inputs = tco.lab01_inputs(store)
+    efficiency = store.get("04", {}).get("measured efficiency", {}).get("value")
+    if isinstance(efficiency, (int, float)) and not isinstance(efficiency, bool) and math.isfinite(efficiency):
+        inputs["bandwidth_efficiency"] = min(max(float(efficiency), 0.01), 1.0)
+    return inputs
+
+
+def lab_capacity(inputs: dict, policies, replicas: int, label: str):
+    """Lab 05's capacity table: the measured per-replica goodput (the best policy's goodput over the fleet's replicas),
+    and where nothing met the SLO, the same from throughput with the SLO ignored (labelled so)."""
+    best = float(policies["goodput requests/s"].max()) / replicas
+    if best > 0:
+        return capacity_table(inputs, best, f"{label}, goodput at the SLO")
+    answered = policies["output tokens/s"].max()
+    table = capacity_table(inputs, None, label)
+    table.attrs["measured"] = (f"no request met the SLO on {label}: at this SLO no number of these replicas serves the "
+                               f"peak (they answered {answered:.1f} output tokens/s in all, every request too late)")
+    return table
+
+
+def key_results(drill: Drill, policies, capacity, replicas: int) -> tuple[dict, dict]:
+    """What Lab 05 keeps of its fleet for the capstone: nothing lost, the outage, the policies, the replicas needed."""
+    values = {"fleet replicas": replicas, "fleet failover lost": drill.lost,
+              "fleet failover requests": int(drill.table["requests"].sum()),
+              "fleet rejoin s": drill.events["rejoined"] - drill.events["killed"],
+              "fleet best policy (ttft)": str(policies["ttft s p50"].idxmin())}
+    values["fleet spare"] = int(capacity.iloc[0]["spare"])
+    for label, row in capacity.iterrows():
+        kind = "paper" if label.startswith("paper") else "measured"
+        values[f"fleet {kind} replicas for the peak (N+1)"] = int(row["replicas"])
+        values[f"fleet {kind} goodput per replica requests/s"] = float(row["goodput per replica requests/s"])
+    ratio = capacity.attrs.get("paper per replica / measured")
+    if ratio is not None and not math.isnan(ratio):
+        values["fleet paper / measured per replica"] = float(ratio)
+    units = {"fleet rejoin s": "s", "fleet measured goodput per replica requests/s": "requests/s",
+             "fleet paper goodput per replica requests/s": "requests/s"}
+    return values, units

@@ -167,11 +167,17 @@ class StandInUpstream:
         handler.wfile.write(data)
 
     def _chat(self, handler) -> None:
+        from ..bench.server import read_body
+
+        try:  # the body is read whatever the path: left unread on a kept-alive connection it would be misread as the next request
+            raw = read_body(handler)
+        except ValueError:
+            handler.close_connection = True
+            return self._json(handler, 400, {"error": {"message": "malformed chunked body", "type": "invalid_request_error"}})
         if handler.path.rstrip("/") != "/v1/chat/completions":
             return self._json(handler, 404, {"error": {"message": f"no route {handler.path}", "type": "not_found"}})
         try:
-            length = int(handler.headers.get("Content-Length", 0))
-            request = json.loads(handler.rfile.read(length) or b"{}")
+            request = json.loads(raw or b"{}")
             messages = request["messages"]
             prompt = " ".join(str(m.get("content", "")) for m in messages)
         except (ValueError, KeyError, TypeError, AttributeError):

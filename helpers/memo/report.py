@@ -55,6 +55,9 @@ INPUTS = [
     ("05", "pii values to paid API (undetected kinds)", "personal data reaching the paid API: kinds it cannot detect", "count"),
     ("05", "usd per month: hybrid at Lab 01's size: API share + local hosting", "hybrid a month (Lab 05, at Lab 01's size)", "usd"),
     ("05", "paid upstream", "paid upstream in Lab 05", "text"),
+    ("05", "fleet spare", "spare GPUs kept so the peak holds with one down (N+1, Lab 05's fleet)", "count"),
+    ("05", "fleet failover lost", "requests lost when a replica died (Lab 05's fleet drill)", "count"),
+    ("05", "fleet rejoin s", "seconds until the killed replica served again (Lab 05's fleet drill)", "s"),
 ]
 OPTIONS = ("all-API", "self-hosted", "hybrid")
 BARS = ("accuracy", "p95 latency", "personal data off the machine", "budget")
@@ -154,6 +157,9 @@ def base_inputs(table) -> dict:
     efficiency = _value(table, "measured efficiency")
     if efficiency is not None:
         base["bandwidth_efficiency"] = min(max(float(efficiency), 0.01), 1.0)
+    spare = _value(table, "fleet spare")
+    if spare is not None:  # Lab 05 sized its fleet N+1: the self-hosted and hybrid options keep that spare GPU too
+        base["spare_gpus"] = int(spare)
     return base
 
 
@@ -214,6 +220,10 @@ def reconcile(table, summary):
     base = base_inputs(table)
     request_share, cost_share = _shares(table)
     at_lab01, at_base = _monthly(lab01, request_share, cost_share), _monthly(base, request_share, cost_share)
+    efficiency_only = {**base, "spare_gpus": lab01["spare_gpus"]}
+    at_efficiency = _monthly(efficiency_only, request_share, cost_share)
+    spare_step = (f"{base['spare_gpus']} GPU kept beyond the peak's need so the peak holds with one down, as Lab 05 sized its "
+                  f"fleet; GPUs {tco.outcome(efficiency_only)['gpus']} -> {tco.outcome(base)['gpus']}")
     movers = {}
     for name, draw in tco.default_distributions(base).items():
         if name == "bandwidth_efficiency" and _value(table, "measured efficiency") is not None:
@@ -222,7 +232,8 @@ def reconcile(table, summary):
         moved = _monthly({**base, name: middle}, request_share, cost_share)
         movers[name] = (middle, moved)
     efficiency_step = (f"bandwidth efficiency {percent(base['bandwidth_efficiency'])} ({table.loc['measured efficiency', 'source']}) "
-                       f"instead of Lab 01's {percent(lab01['bandwidth_efficiency'])}; GPUs {tco.outcome(lab01)['gpus']} -> {tco.outcome(base)['gpus']}")
+                       f"instead of Lab 01's {percent(lab01['bandwidth_efficiency'])}; GPUs {tco.outcome(lab01)['gpus']} -> "
+                       f"{tco.outcome(efficiency_only)['gpus']}")
     lab_figure = {"all-API": ("Lab 01", _value(table, "api usd per month")), "self-hosted": ("Lab 01", _value(table, "self-host usd per month")),
                   "hybrid": ("Lab 05", _value(table, "usd per month: hybrid at Lab 01's size: API share + local hosting"))}
     rows = []
@@ -236,8 +247,11 @@ def reconcile(table, summary):
         if figure is not None and abs(recomputed - figure) > 0.005 * max(abs(figure), 1.0):
             why += ": differs from the lab's figure, so the lab ran with other inputs (its calculator or an older run)"
         rows.append({"option": option, "step": "recomputed by the memo", "USD a month": recomputed, "why": why})
-        rows.append({"option": option, "step": "with Lab 04's efficiency", "USD a month": at_base[option],
+        rows.append({"option": option, "step": "with Lab 04's efficiency", "USD a month": at_efficiency[option],
                      "why": efficiency_step if option != "all-API" else "the API bill does not depend on it"})
+        if base["spare_gpus"] != lab01["spare_gpus"]:
+            rows.append({"option": option, "step": "with Lab 05's spare GPU (N+1)", "USD a month": at_base[option],
+                         "why": spare_step if option != "all-API" else "the API bill does not depend on it"})
         top = sorted(movers.items(), key=lambda item: -abs(item[1][1][option] - at_base[option]))[:2]
         why = "; ".join(f"{name} at its range's middle {middle:,.2f} moves it by {money(moved[option] - at_base[option])}"
                         for name, (middle, moved) in top if abs(moved[option] - at_base[option]) >= 1)

@@ -323,6 +323,8 @@ class SelfHost:
     compute_efficiency: float = field(default_factory=lambda: _scenario_value("compute_efficiency"))
     max_batch: int = field(default_factory=lambda: int(_scenario_value("max_batch")))
     conversations_per_gpu_hour: float | None = None
+    # GPUs kept beyond the peak's need so the peak still holds with one down (N+1: Lab 05's fleet keeps one; 0 in Lab 01)
+    spare_gpus: int = 0
 
     def __post_init__(self):
         if (self.usd_per_gpu_hour is None) == (self.purchase_usd_per_gpu is None):
@@ -339,6 +341,8 @@ class SelfHost:
             _check(name, getattr(self, name), 0, low_inclusive=True)
         if self.conversations_per_gpu_hour is not None:
             _check("conversations_per_gpu_hour", self.conversations_per_gpu_hour)
+        if isinstance(self.spare_gpus, bool) or not isinstance(self.spare_gpus, int) or self.spare_gpus < 0:
+            raise InputError(f"spare_gpus = {self.spare_gpus!r}: whole GPUs held in reserve", fix="e.g. spare_gpus=1 (N+1)")
 
     def capacity(self, workload: Workload) -> float:
         """Conversations one GPU serves per hour at full load."""
@@ -355,7 +359,7 @@ def gpus_needed(workload: Workload, host: SelfHost) -> int:
 
 def self_host_cost(workload: Workload, host: SelfHost) -> Costs:
     """Monthly and one-off costs of serving ``workload`` on GPUs you rent or own."""
-    gpus = gpus_needed(workload, host)
+    gpus = gpus_needed(workload, host) + host.spare_gpus  # the peak's GPUs and the spares kept for a failure
     monthly: dict[str, float] = {}
     if host.usd_per_gpu_hour is not None:
         monthly["GPUs (rented)"] = gpus * host.usd_per_gpu_hour * HOURS_PER_MONTH
@@ -369,7 +373,7 @@ def self_host_cost(workload: Workload, host: SelfHost) -> Costs:
     one_off = {"set-up": host.setup_usd, "data prep": host.data_prep_usd}
     average_utilisation = workload.conversations_per_month / HOURS_PER_MONTH / (gpus * host.capacity(workload))
     return Costs(f"self-hosted: {host.model} on {gpus} x {host.gpu}", monthly, one_off,
-                 details={"gpus": gpus, "conversations_per_gpu_hour": host.capacity(workload),
+                 details={"gpus": gpus, "spare_gpus": host.spare_gpus, "conversations_per_gpu_hour": host.capacity(workload),
                           "average_utilisation": average_utilisation})
 
 
@@ -440,7 +444,7 @@ def default_inputs() -> dict[str, float | str]:
         "storage_egress_usd_per_month": s["storage_egress_usd_per_month"], "monitoring_usd_per_month": s["monitoring_usd_per_month"],
         "setup_usd": s["setup_usd_one_off"], "data_prep_usd": s["data_prep_usd_one_off"],
         "bandwidth_efficiency": s["bandwidth_efficiency"], "compute_efficiency": s["compute_efficiency"], "max_batch": s["max_batch"],
-        "horizon_months": 36,
+        "horizon_months": 36, "spare_gpus": 0,
     }
 
 
@@ -458,7 +462,8 @@ def from_inputs(inputs: dict) -> tuple[Workload, ApiPrice, SelfHost, float]:
                     utilisation_target=i["utilisation_target"], engineer_fte=i["engineer_fte"],
                     engineer_cost_per_year=i["engineer_cost_per_year"], storage_egress_usd_per_month=i["storage_egress_usd_per_month"],
                     monitoring_usd_per_month=i["monitoring_usd_per_month"], setup_usd=i["setup_usd"], data_prep_usd=i["data_prep_usd"],
-                    bandwidth_efficiency=i["bandwidth_efficiency"], compute_efficiency=i["compute_efficiency"], max_batch=int(i["max_batch"]))
+                    bandwidth_efficiency=i["bandwidth_efficiency"], compute_efficiency=i["compute_efficiency"], max_batch=int(i["max_batch"]),
+                    spare_gpus=int(i.get("spare_gpus", 0)))
     return workload, price, host, i["horizon_months"]
 
 
