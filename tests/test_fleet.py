@@ -241,3 +241,32 @@ def test_lab05_keeps_the_fleets_figures_and_says_when_nothing_met_the_slo():
     assert values["fleet paper replicas for the peak (N+1)"] == tco.outcome(inputs)["gpus"] + 1
     too_slow = F.lab_capacity(inputs, policies.assign(**{"goodput requests/s": 0.0}), 2, "2 replicas here")
     assert len(too_slow) == 1 and "no request met the SLO" in too_slow.attrs["measured"]
+
+
+def test_the_router_stops_when_the_process_that_started_it_dies(tmp_path):
+    """A killed kernel must not leave the router holding its port (the replicas' servers get the same signal)."""
+    import signal
+    import subprocess
+
+    script = tmp_path / "start.py"
+    script.write_text(f"""
+import sys, time
+sys.path[:0] = [{os.getcwd()!r}, {os.path.dirname(__file__)!r}]
+from test_fleet import StandInReplica
+from helpers.deploy.fleet import Fleet
+fleet = Fleet(StandInReplica, replicas=2).start(progress=False)
+print(fleet.router.port, flush=True)
+time.sleep(120)
+""")
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(process.stdout.readline())
+        assert port_in_use(port)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while port_in_use(port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not port_in_use(port), "the router outlived the process that started it"
+    finally:
+        process.kill()

@@ -203,6 +203,12 @@ class LocalServer:
             return ""
 
     def start(self) -> "LocalServer":
+        """Start the process and wait until it answers its health check (see :meth:`launch` and :meth:`wait_ready`)."""
+        return self.launch().wait_ready()
+
+    def launch(self) -> "LocalServer":
+        """Start the process without waiting for it. Call it from the main thread where possible: the parent-death signal
+        follows the thread that started the process, so only a server launched there stops when the kernel dies."""
         if shutil.which(self.command[0]) is None and not Path(self.command[0]).exists():
             raise ServerError(f"{self.command[0]!r} is not installed", fix=INSTALL_FIX.get(self.engine, INSTALL_FIX["transformers"]))
         # offline: no hub lookups; an existing cache folder (transformers serve's /v1/models needs one)
@@ -213,7 +219,12 @@ class LocalServer:
                                         preexec_fn=_die_with_parent if sys.platform.startswith("linux")
                                         and threading.current_thread() is threading.main_thread() else None)
         atexit.register(self.stop)
-        deadline = time.monotonic() + self.startup_timeout_s
+        self._launched = time.monotonic()
+        return self
+
+    def wait_ready(self) -> "LocalServer":
+        """Wait until the launched server answers its health check; its log's last lines if it dies or takes too long."""
+        deadline = getattr(self, "_launched", time.monotonic()) + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 code = self.process.returncode

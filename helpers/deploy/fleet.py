@@ -47,6 +47,12 @@ class FleetError(KitError):
     """The fleet could not start, or a replica did not come back."""
 
 
+def _free() -> int:
+    from ..bench.server import free_port
+
+    return free_port()
+
+
 def router_cli() -> str | None:
     """The ``vllm-router`` command beside this Python, or on PATH."""
     import shutil
@@ -92,12 +98,24 @@ class ServedReplica:
         self.front = None
 
     def start(self) -> "ServedReplica":
-        from ..bench.server import LocalServer, NameProxy, free_port
+        return self.launch().ready()
+
+    def launch(self) -> "ServedReplica":
+        """Start the server's process, not waiting for it (the fleet launches every replica from the main thread, so each
+        gets the parent-death signal, then waits for them together)."""
+        from ..bench.server import LocalServer, free_port
 
         direct = self.plan.server == "vllm"  # vLLM takes the router's fields and answers /health itself
         self.server = LocalServer.for_plan(self.plan, self.model_dir, port=self.port if direct else free_port(),
-                                           max_lifetime_s=self.max_lifetime_s, env=self.env).start()
-        if not direct:
+                                           max_lifetime_s=self.max_lifetime_s, env=self.env).launch()
+        return self
+
+    def ready(self) -> "ServedReplica":
+        """Wait for the launched server, then open its front on the replica's port."""
+        from ..bench.server import NameProxy
+
+        self.server.wait_ready()
+        if self.plan.server != "vllm":
             self.front = NameProxy(self.port, self.server.port, self.name, self.server.model, drop_fields=ROUTER_ADDED_FIELDS,
                                    health=self.server.healthy).start()
         return self
@@ -137,21 +155,23 @@ class Fleet:
 
     @classmethod
     def for_plan(cls, plan, model_dir, replicas: int | None = None, policy: str = "round_robin", name: str | None = None,
-                 max_lifetime_s: float = 1800.0) -> "Fleet":
+                 max_lifetime_s: float = 1800.0, port: int | None = None) -> "Fleet":
         """The plan's local server (``LocalServer.for_plan``) ``replicas`` times (default: the plan's ``replicas``)."""
         count = replicas or getattr(plan, "replicas", 2) or 2
         label = name or plan.model or "local-model"
         threads = max(1, (os.cpu_count() or 1) // count)
         return cls(lambda i, port=None: ServedReplica(plan, model_dir, label, port=port, max_lifetime_s=max_lifetime_s,
                                                       threads=threads, index=i),
-                   count, policy=policy, max_lifetime_s=max_lifetime_s)
+                   count, policy=policy, max_lifetime_s=max_lifetime_s, port=port)
 
-    def __init__(self, make_replica, replicas: int = 2, policy: str = "round_robin", max_lifetime_s: float = 1800.0):
+    def __init__(self, make_replica, replicas: int = 2, policy: str = "round_robin", max_lifetime_s: float = 1800.0,
+                 port: int | None = None):
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
             raise InputError(f"replicas = {replicas!r}: a fleet needs at least one", fix="e.g. replicas=2")
         if policy not in POLICIES + ("random", "consistent_hash"):
             raise InputError(f"unknown routing policy {policy!r}", fix=f"use one of: {', '.join(POLICIES)}")
         self.make_replica, self.count, self.policy, self.max_lifetime_s = make_replica, replicas, policy, max_lifetime_s
+        self.port = port  # the router's port (None: a free one)
         self.replicas: list = []
         self.router = None
         self.metrics_port: int | None = None
@@ -166,10 +186,12 @@ class Fleet:
 
         self.replicas = [self.make_replica(i) for i in range(self.count)]
         try:
-            # started side by side: on a CPU each one's start-up is mostly importing torch, which overlaps well
-            with ThreadPoolExecutor(self.count) as pool:
-                list(tqdm(pool.map(lambda r: r.start(), self.replicas), total=self.count, desc="starting replicas",
-                          disable=not progress))
+            # launched from this thread (each gets the parent-death signal), then waited for: they boot side by side
+            for replica in self.replicas:
+                if hasattr(replica, "launch"):
+                    replica.launch()
+            for replica in tqdm(self.replicas, desc="starting replicas", disable=not progress):
+                replica.ready() if hasattr(replica, "ready") else replica.start()
             self._start_router()
         except BaseException:
             self.stop()
@@ -177,13 +199,18 @@ class Fleet:
         return self
 
     def _start_router(self) -> None:
-        from ..bench.server import LocalServer, free_port
+        self.metrics_port = _free()
+        self.router = self.router_over(range(self.count), self.policy, port=self.port, metrics_port=self.metrics_port)
 
-        port, self.metrics_port = free_port(), free_port()
-        command = router_command(port, self.worker_urls, self.policy, self.metrics_port)
-        self.router = LocalServer(command=command, port=port, model_name=self.model, health_path="/health",
-                                  engine="vllm-router", startup_timeout_s=120.0, max_lifetime_s=self.max_lifetime_s)
-        self.router.start()
+    def router_over(self, indices, policy: str | None = None, port: int | None = None, metrics_port: int | None = None):
+        """A started vllm-router in front of the replicas at ``indices`` only (``bash kit bench-fleet`` compares one
+        replica with all of them through the same router); the caller stops it."""
+        from ..bench.server import LocalServer
+
+        port = port or _free()
+        command = router_command(port, [self.worker_urls[i] for i in indices], policy or self.policy, metrics_port or _free())
+        return LocalServer(command=command, port=port, model_name=self.model, health_path="/health", engine="vllm-router",
+                           startup_timeout_s=120.0, max_lifetime_s=self.max_lifetime_s).start()
 
     def set_policy(self, policy: str) -> None:
         """Restart the router with another policy; the replicas keep running."""
@@ -229,10 +256,17 @@ class Fleet:
         """Crash replica ``index`` (SIGKILL): the router finds out from failed requests and health checks."""
         self.replicas[index].kill()
 
-    def restart(self, index: int, timeout_s: float = 180.0) -> float:
-        """Start replica ``index`` again on its port and wait until the router counts it healthy; the seconds it took."""
+    def restart(self, index: int, timeout_s: float = 180.0, launched: bool = False) -> float:
+        """Start replica ``index`` again on its port (``launched``: its process was already launched with
+        ``replicas[index].launch()``) and wait until the router counts it healthy; the seconds it took."""
         began = time.monotonic()
-        self.replicas[index].start()
+        replica = self.replicas[index]
+        if launched:
+            replica.ready()
+        elif hasattr(replica, "launch"):
+            replica.launch().ready()
+        else:
+            replica.start()
         url = self.worker_urls[index]
         while time.monotonic() - began < timeout_s:
             if self.metrics().get(url, {}).get("healthy") == 1:
@@ -370,10 +404,14 @@ def failover(fleet: Fleet, prompts: list[str], victim: int = 0, requests_per_pha
         time.sleep(0.3)  # the phase's first requests are on their way (some of them to the victim)
         fleet.kill(victim)
         events["killed"] = time.perf_counter() - began
+        replica = fleet.replicas[victim]
+        launched = hasattr(replica, "launch")
+        if launched:  # from this thread, so the restarted server has the parent-death signal too
+            replica.launch()
 
         def back():
             try:
-                fleet.restart(victim)
+                fleet.restart(victim, launched=launched)
                 events["rejoined"] = time.perf_counter() - began
             except Exception as error:  # noqa: BLE001 - reported below, the drill still ends cleanly
                 restarted["error"] = error
@@ -603,3 +641,50 @@ def key_results(drill: Drill, policies, capacity, replicas: int) -> tuple[dict, 
     units = {"fleet rejoin s": "s", "fleet measured goodput per replica requests/s": "requests/s",
              "fleet paper goodput per replica requests/s": "requests/s"}
     return values, units
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``bash kit fleet [--replicas N] [--port P] [--policy NAME] [--minutes M]``: the plan's fleet on 127.0.0.1 (the
+    router on --port) until Ctrl-C, SIGTERM, SIGHUP or the time limit. Lab 05's local upstream can point at it."""
+    import argparse
+
+    from ..bench.server import ServerError, port_in_use
+    from ..models import ensure_embedded, resolve_model
+    from ..plan import plan
+
+    parser = argparse.ArgumentParser(prog="bash kit fleet", description=main.__doc__)
+    parser.add_argument("--replicas", type=int, default=None, help="default: the plan's (2 on a CPU, one per GPU)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--policy", default="round_robin", choices=POLICIES)
+    parser.add_argument("--model", default=None, help="catalog key or hub id (default: the plan's model for Lab 05)")
+    parser.add_argument("--minutes", type=float, default=60.0, help="stop by itself after this long (default 60)")
+    args = parser.parse_args(argv)
+    p = plan("05")
+    key = args.model or p.model
+    folder = ensure_embedded(progress=True) if key == "smollm2-135m" else resolve_model(key).location
+    if port_in_use(args.port):
+        raise ServerError(f"port {args.port} on {HOST} is already taken",
+                          fix=f"pass --port with a free port, or stop what listens there (lsof -i :{args.port})")
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupted)
+    fleet = Fleet.for_plan(p, folder, replicas=args.replicas, policy=args.policy, name=key, max_lifetime_s=args.minutes * 60,
+                           port=args.port)
+    try:
+        fleet.start()
+        print(f"{fleet.describe()}; model name: {fleet.model}; stops after {args.minutes:g} min, on Ctrl-C, SIGTERM or SIGHUP",
+              flush=True)
+        while fleet.router.alive():
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fleet.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
