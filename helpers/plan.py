@@ -71,6 +71,7 @@ class Plan:
     model_memory_gb: float = 0.0  # one copy: weights + KV cache + overhead (what one server needs)
     replicas: int = 1  # labs that serve: copies of the server behind the fleet's router (one per GPU or GPU group)
     tensor_parallel: int = 1  # GPUs one server spreads the model over (vLLM's --tensor-parallel-size)
+    gpus: int = 0  # GPUs the machine has (a fleet's replicas are placed on them in turn)
 
     def as_rows(self) -> list[tuple[str, str]]:
         rows = [
@@ -274,7 +275,8 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
                                              spec.kv_heads, notes, fleet=lab == FLEET_LAB) if server else (1, 1)
     return Plan(model=spec.key, hub_id=spec.hub_id, precision=precision, expected_memory_gb=needed(estimate),
                 expected_minutes=minutes, notes=notes, compute_dtype=compute_dtype_for(precision, device, hw), server=server,
-                copies=copies, model_memory_gb=estimate.total_gb, replicas=replicas, tensor_parallel=tensor_parallel, **base)
+                copies=copies, model_memory_gb=estimate.total_gb, replicas=replicas, tensor_parallel=tensor_parallel,
+                gpus=hw.gpus if device == "cuda" else 0, **base)
 
 
 # a CPU's fleet: two replicas, so one can fail over to the other (they share the machine's cores)
@@ -296,6 +298,18 @@ def fleet_layout(hw: Hardware, device: str, server: str, one_copy_gb: float, per
                      "two replicas show failover and routing, not twice the speed (on GPUs each replica has its own)")
         return CPU_REPLICAS, 1
     gpus = max(1, hw.gpus)
+    if gpus == 1 and fleet:  # one GPU: two replicas share it where two copies fit, so one can fail over to the other
+        from .bench.server import VLLM_HEADROOM, VLLM_MAX_SHARE
+
+        # vLLM takes a share of the card per server (its estimate with headroom), at most VLLM_MAX_SHARE of it for all
+        fits = (2 * VLLM_HEADROOM * one_copy_gb <= per_gpu_gb / USABLE_VRAM * VLLM_MAX_SHARE if server == "vllm"
+                else 2 * one_copy_gb <= per_gpu_gb)
+        if fits:
+            notes.append(f"fleet (Lab 05): 2 replicas share this GPU ({one_copy_gb:.1f} GB each of {per_gpu_gb:.1f} GB usable); "
+                         "they show failover and routing, not twice the speed (on a node with more GPUs each replica has its own)")
+            return 2, 1
+        notes.append(f"fleet (Lab 05): one replica ({one_copy_gb:.1f} GB) fills this GPU, so the fleet has nothing to fail over "
+                     f"to: the drill needs two replicas (a second GPU, a smaller model or precision with {ENV_VAR})")
     if one_copy_gb <= per_gpu_gb or server != "vllm":
         if gpus > 1 and fleet:
             notes.append(f"fleet: {gpus} replicas, one per GPU (data parallel: one copy of the model on each, the router "

@@ -179,6 +179,8 @@ def fake_vllm(tmp_path, monkeypatch):
     ("H100", 1, "qwen2.5-7b", 1, 1, "vllm"),
     ("L4", 4, "qwen2.5-7b", 2, 2, "vllm"),          # 24 GB cards: two per copy
     ("A100-80GB", 2, "llama3-70b", 2, 1, "transformers"),  # too big at 16 bits for the node: 4-bit, one per GPU
+    ("T4", 1, "qwen2.5-1.5b", 2, 1, "transformers"),  # Colab: two copies fit the one GPU, so one can fail over
+    ("L4", 1, "qwen2.5-7b", 1, 1, "vllm"),  # one copy fills it: one replica, and the plan says the drill cannot fail over
 ])
 def test_the_plan_picks_data_and_tensor_parallel_layouts(fake_vllm, gpu, gpus, model, replicas, tp, server):
     from helpers.hardware import describe_gpu
@@ -190,6 +192,8 @@ def test_the_plan_picks_data_and_tensor_parallel_layouts(fake_vllm, gpu, gpus, m
     if tp > 1:
         assert any("tensor parallel" in note for note in p.notes) and plan("04", describe_gpu(gpu, gpus=gpus),
                                                                              override=f"model={model}").replicas == 1
+    if gpus == 1:
+        assert any(("share this GPU" if replicas == 2 else "nothing to fail over") in note for note in p.notes)
 
 
 def test_cpu_plan_runs_two_replicas_and_says_they_share_the_cores():
@@ -198,6 +202,19 @@ def test_cpu_plan_runs_two_replicas_and_says_they_share_the_cores():
     p = plan("05", override="tier=cpu")
     assert (p.replicas, p.tensor_parallel) == (2, 1) and any("share them" in note for note in p.notes)
     assert plan("04", override="tier=cpu").replicas == 1 and "fleet" not in dict(plan("04", override="tier=cpu").as_rows())
+
+
+def test_two_replicas_on_one_gpu_share_it(fake_vllm):
+    from helpers.hardware import describe_gpu
+    from helpers.plan import plan
+
+    p = plan("05", describe_gpu("H100"), override="model=qwen2.5-1.5b")
+    assert p.server == "vllm" and p.replicas == 2
+    with F.Fleet.for_plan(p, "/models/qwen") as running:
+        seen = [json.loads((fake_vllm / f"{r.port}.json").read_text()) for r in running.replicas]
+    assert [s["gpus"] for s in seen] == ["0", "0"] and all("--tensor-parallel-size" not in s["argv"] for s in seen)
+    shares = [float(s["argv"][s["argv"].index("--gpu-memory-utilization") + 1]) for s in seen]
+    assert sum(shares) <= 0.9 + 1e-9  # both fit on the card together
 
 
 def test_a_tensor_parallel_fleet_starts_each_copy_on_its_own_gpus(fake_vllm):

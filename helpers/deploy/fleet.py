@@ -88,8 +88,9 @@ class ServedReplica:
 
         self.plan, self.model_dir, self.name, self.max_lifetime_s = plan, model_dir, name, max_lifetime_s
         if plan.device == "cuda":  # its own GPU, or its own group of GPUs for a tensor-parallel copy
-            tp = max(1, plan.tensor_parallel)
-            self.env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in range(index * tp, (index + 1) * tp))}
+            tp, gpus = max(1, plan.tensor_parallel), max(1, getattr(plan, "gpus", 1) or 1)
+            first = (index * tp) % gpus  # more replicas than GPU groups (two on one GPU): they take the GPUs in turn
+            self.env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in range(first, first + tp))}
         else:  # on a CPU the replicas share the cores: each gets its share of threads, not all of them (oversubscribed
             # threads spin against each other and every replica gets slower)
             self.env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
@@ -361,15 +362,15 @@ def failover(fleet: Fleet, prompts: list[str], victim: int = 0, requests_per_pha
              max_tokens: int = 16, timeout_s: float = 120.0, progress: bool = True) -> Drill:
     """Three phases through the router, ``requests_per_phase`` each at ``concurrency`` in flight: all replicas up;
     replica ``victim`` killed (SIGKILL) just after the phase's first requests left, and restarted while the phase runs;
-    after the router has taken it back. Requests are not retried by the client: every loss is the fleet's.
+    after the router has taken it back. Requests are not retried by the client: every loss is the fleet's. A fleet of
+    one replica (a GPU that holds only one copy) runs the drill too: what arrives while it restarts is lost, which is
+    what the spare of N+1 is for.
     Per phase: requests, answered, lost, latency p50/p95, what each replica answered and the router's retries."""
     import pandas as pd
     from tqdm.auto import tqdm
 
     if not prompts:
         raise InputError("no prompts for the drill", fix="pass a list of messages (e.g. tickets from the test split)")
-    if fleet.count < 2:
-        raise InputError("a failover drill needs at least two replicas", fix="Fleet.for_plan(plan, folder, replicas=2)")
     urls = fleet.worker_urls
     began = time.perf_counter()
     answers: list[Answer] = []
@@ -580,6 +581,10 @@ def read_drill(drill: Drill) -> str:
     up, down, back = (table.loc[n] for n in names)
     outage = drill.events["rejoined"] - drill.events["killed"]
     survivor = [c for c in table.columns if c.startswith("sent to replica")][1:]
+    if not survivor:
+        return (f"{int(table['requests'].sum())} requests, {drill.lost} lost: with one replica there is nothing to fail over "
+                f"to, so what arrived in the {outage:.0f} s it took to restart was lost or waited. A spare replica (N+1) is "
+                "what keeps the desk answering.")
     return (f"{int(table['requests'].sum())} requests, {drill.lost} lost. With a replica down the survivor(s) took "
             f"{int(sum(down[c] for c in survivor))} of {int(down['requests'])} requests; the router retried "
             f"{int(down['router retries'])} on another replica. p95 latency {up['latency p95 s']:.2f} s with all replicas up, "
