@@ -287,3 +287,15 @@ time.sleep(120)
         assert not port_in_use(port), "the router outlived the process that started it"
     finally:
         process.kill()
+
+
+def test_the_capacity_reads_in_words_from_its_own_table():
+    from helpers import tco
+
+    inputs = tco.default_inputs()
+    table = F.capacity_table(inputs, 0.5, "2 CPU replicas")
+    words = F.read_capacity(table)
+    paper, measured = table.iloc[0], table.iloc[1]
+    assert f"needs {int(measured['replicas'])} replicas like yours ({int(measured['replicas for the peak'])} + 1 spare)" in words
+    assert f"or {int(paper['replicas'])} GPUs on paper" in words and f"{table.attrs['paper per replica / measured']:,.1f}x" in words
+    assert table["replicas"].dtype.kind == "i"

@@ -541,9 +541,20 @@ def capacity_table(inputs: dict, measured_rps: float | None, measured_label: str
             replicas_needed(paper_rps, peak, spare)}
     if measured_rps is not None:
         rows[f"measured: {measured_label}"] = replicas_needed(measured_rps, peak, spare)
-    table = pd.DataFrame(rows).T
+    table = pd.DataFrame(rows).T.astype({"replicas for the peak": int, "spare": int, "replicas": int})
     table.attrs["paper per replica / measured"] = paper_rps / measured_rps if measured_rps else math.nan
     return table
+
+
+def read_capacity(table) -> str:
+    """The capacity table in words: the replicas each row needs, and the ratio, computed from the table."""
+    if "measured" in table.attrs:
+        return table.attrs["measured"]
+    paper, measured = table.iloc[0], table.iloc[1]
+    return (f"At the peak ({paper['peak requests/s']:.1f} requests/s) the desk needs {int(measured['replicas'])} replicas like "
+            f"yours ({int(measured['replicas for the peak'])} + {int(measured['spare'])} spare) or {int(paper['replicas'])} GPUs "
+            f"on paper ({int(paper['replicas for the peak'])} + {int(paper['spare'])} spare): one GPU on paper answers "
+            f"{table.attrs['paper per replica / measured']:,.1f}x what one of your replicas answered within the SLO.")
 
 
 # ---------------------------------------------------------------- Lab 05's section
