@@ -416,18 +416,21 @@ class NameProxy:
             handler.close_connection = True
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``bash kit serve [--port N] [--model KEY] [--minutes M]``: the plan's local model on 127.0.0.1 until Ctrl-C
-    or the time limit (Lab 05's local upstream outside a notebook)."""
+def serving_command_line(prog: str, description: str, argv: list[str] | None, options=None):
+    """What ``bash kit serve`` and ``bash kit fleet`` share: --port, --model and --minutes (``options`` adds more to the
+    parser), the port checked free, the plan's Lab 05 model resolved to a folder, and SIGTERM / SIGHUP turned into
+    Ctrl-C, so a supervisor or a closed terminal stops the servers too. Returns (args, plan, model key, folder)."""
     import argparse
 
     from ..models import ensure_embedded, resolve_model
     from ..plan import plan
 
-    parser = argparse.ArgumentParser(prog="bash kit serve", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--model", default=None, help="catalog key or hub id (default: the plan's model for Lab 05)")
     parser.add_argument("--minutes", type=float, default=60.0, help="stop by itself after this long (default 60)")
+    if options is not None:
+        options(parser)
     args = parser.parse_args(argv)
     p = plan("05")
     key = args.model or p.model
@@ -440,6 +443,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, interrupted)
     if port_in_use(args.port):
         raise ServerError(f"port {args.port} on {HOST} is already taken", fix=f"pass --port with a free port, or stop what listens there (lsof -i :{args.port})")
+    return args, p, key, folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``bash kit serve [--port N] [--model KEY] [--minutes M]``: the plan's local model on 127.0.0.1 until Ctrl-C
+    or the time limit (Lab 05's local upstream outside a notebook)."""
+    args, p, key, folder = serving_command_line("bash kit serve", main.__doc__, argv)
     # the server listens on a port of its own; this process answers on --port, so /v1/models names the model by its
     # catalog key and a client may ask for it by that name
     server = LocalServer.for_plan(p, folder, port=free_port(), max_lifetime_s=args.minutes * 60)

@@ -662,31 +662,13 @@ def key_results(drill: Drill, policies, capacity, replicas: int) -> tuple[dict, 
 def main(argv: list[str] | None = None) -> int:
     """``bash kit fleet [--replicas N] [--port P] [--policy NAME] [--minutes M]``: the plan's fleet on 127.0.0.1 (the
     router on --port) until Ctrl-C, SIGTERM, SIGHUP or the time limit. Lab 05's local upstream can point at it."""
-    import argparse
+    from ..bench.server import serving_command_line
 
-    from ..bench.server import ServerError, port_in_use
-    from ..models import ensure_embedded, resolve_model
-    from ..plan import plan
+    def options(parser):
+        parser.add_argument("--replicas", type=int, default=None, help="default: the plan's (2 on a CPU, one per GPU)")
+        parser.add_argument("--policy", default="round_robin", choices=POLICIES)
 
-    parser = argparse.ArgumentParser(prog="bash kit fleet", description=main.__doc__)
-    parser.add_argument("--replicas", type=int, default=None, help="default: the plan's (2 on a CPU, one per GPU)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--policy", default="round_robin", choices=POLICIES)
-    parser.add_argument("--model", default=None, help="catalog key or hub id (default: the plan's model for Lab 05)")
-    parser.add_argument("--minutes", type=float, default=60.0, help="stop by itself after this long (default 60)")
-    args = parser.parse_args(argv)
-    p = plan("05")
-    key = args.model or p.model
-    folder = ensure_embedded(progress=True) if key == "smollm2-135m" else resolve_model(key).location
-    if port_in_use(args.port):
-        raise ServerError(f"port {args.port} on {HOST} is already taken",
-                          fix=f"pass --port with a free port, or stop what listens there (lsof -i :{args.port})")
-
-    def interrupted(signum, frame):
-        raise KeyboardInterrupt
-
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, interrupted)
+    args, p, key, folder = serving_command_line("bash kit fleet", main.__doc__, argv, options)
     fleet = Fleet.for_plan(p, folder, replicas=args.replicas, policy=args.policy, name=key, max_lifetime_s=args.minutes * 60,
                            port=args.port)
     try:
