@@ -121,6 +121,32 @@ def cpu_hardware() -> Hardware:
                     unused_accelerator=_apple_gpu())
 
 
+def cpu_description() -> str:
+    """The CPU a benchmark ran on, in one line: its model name, the cores this process may use, and the vector
+    instructions PyTorch's kernels use on it (CPUs of one cloud instance type differ: AVX-512 on some, AVX2 on
+    others, and the int8 and 4-bit kernels' speed with them)."""
+    name = platform.processor() or platform.machine()
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name") and name in ("", platform.machine(), "x86_64"):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:  # not Linux
+        pass
+    try:
+        import torch
+
+        kernels = f", PyTorch kernels {torch.backends.cpu.get_cpu_capability()}"
+    except Exception:  # noqa: BLE001 - without torch the line still names the CPU
+        kernels = ""
+    extras = [flag for flag in ("avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16") if flag in flags]
+    return f"{name}, {_cpu_cores()} cores{kernels}" + (f" ({', '.join(extras)})" if extras else "")
+
+
 def vllm_cli() -> str | None:
     """The ``vllm`` command, if installed: beside this Python (same environment) or on PATH (vLLM pins its own
     torch, so it often lives in an environment of its own). None if not found."""

@@ -10,4 +10,4 @@
 
 ``from helpers import bench`` gives the modules as ``bench.metrics``, ``bench.engines``, ``bench.server``, ``bench.sweep``.
 """
-from . import claims, compare, engines, lean, metrics, peers, server, sweep  # noqa: F401
+from . import claims, compare, decode, engines, lean, metrics, peers, server, sweep  # noqa: F401
