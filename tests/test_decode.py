@@ -233,3 +233,14 @@ def test_bytes_ladder_refuses_what_it_cannot_run(tiny_llama, embedded, monkeypat
     table = pd.DataFrame({"MB per token": [400.0, 100.0], "tokens/s": [10.0, 40.0], "weights": ["fp32", "int4"]},
                          index=["lean loop fp32", "lean loop int4"])
     decode.plot_ladder(table, 20.0)
+
+
+def test_bytes_ladder_end_to_end_at_its_smallest(embedded):
+    """fp32 and 4-bit in the same round, their bytes, and fidelity columns (fp32 against itself: exact)."""
+    from helpers.bench.decode import bytes_ladder
+
+    table = bytes_ladder(*embedded, bandwidth_gbps=20.0, prompt="Where is my parcel?", new_tokens=3, rounds=1,
+                         fidelity_prompts=["Where is my parcel?"], reply_tokens=2, kinds=("fp32", "int4"), progress=False)
+    assert list(table.index) == ["lean loop fp32", "lean loop int4"] and list(table["weights"]) == ["fp32", "int4"]
+    assert (table["tokens/s"] > 0).all() and table["MB per token"].is_monotonic_decreasing
+    assert table.loc["lean loop fp32", "top-1 agreement"] == 1.0 and table.loc["lean loop fp32", "same greedy reply"] == 1.0

@@ -30,6 +30,10 @@ class BenchSettings:
     peer_attempts: int = 0
     # the kit's lean decode loop with int8 linears beside the other engines (a CPU engine: helpers.bench.lean)
     lean: bool = False
+    # the bytes ladder (fp32 -> int8 -> 4-bit lean loops, llama.cpp where installed): tokens each decodes per round and
+    # desk prompts each is compared with the fp32 model on (0: skipped, as off the CPU tier and in quick mode)
+    ladder_tokens: int = 0
+    ladder_prompts: int = 0
 
 
 def bench_settings(plan) -> BenchSettings:
@@ -41,9 +45,10 @@ def bench_settings(plan) -> BenchSettings:
         return BenchSettings(max_tokens=8, repeats=1, concurrencies=powers[:2], requests_per_level=2, batches=powers[:2],
                              quality_rows=2, compile=False, peer_rows=0, lean=False)
     if plan.device == "cpu":
+        lean = plan.precision in ("fp32", "bf16", "fp16")  # the lean loop reads float weights
         return BenchSettings(max_tokens=16, repeats=3, concurrencies=powers[:3], requests_per_level=4, batches=powers[:4],
                              quality_rows=12, compile=False, peer_rows=4, peer_levels=(1,), peer_attempts=4,
-                             lean=plan.precision in ("fp32", "bf16", "fp16"))
+                             lean=lean, ladder_tokens=32 if lean else 0, ladder_prompts=4 if lean else 0)
     return BenchSettings(max_tokens=64, repeats=5, concurrencies=powers, requests_per_level=2 * powers[-1], batches=powers,
                          quality_rows=200, compile=True, peer_rows=100,
                          peer_levels=tuple(powers), peer_attempts=2)
