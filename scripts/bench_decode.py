@@ -38,10 +38,10 @@ PROMPT = "Write a short note to a customer about a delayed parcel."
 LEAN = ("fp32", "int8", "int8w", "int4", "auto")
 
 
-def engines(precisions: list[str], new_tokens: int, compile_bf16: bool, lean_only: bool) -> tuple[dict, dict, dict]:
+def engines(precisions: list[str], new_tokens: int, compile_bf16: bool, lean_only: bool) -> tuple[dict, dict, dict, object]:
     """(label -> a function that runs once and returns decode tokens/s, label -> bytes read per token,
-    label -> the lean engine behind it), each engine warmed up once here."""
-    timed, per_token, lean = {}, {}, {}
+    label -> the lean engine behind it, the llama.cpp engine or None), each engine warmed up once here."""
+    timed, per_token, lean, llama = {}, {}, {}, None
 
     def engine_speed(engine):
         engine.run(PROMPT, new_tokens)  # warm-up at the timed length: caches allocated (and compiled) once
@@ -71,7 +71,7 @@ def engines(precisions: list[str], new_tokens: int, compile_bf16: bool, lean_onl
         timed[LLAMA_CPP], per_token[LLAMA_CPP] = engine_speed(llama), gguf_bytes_per_token(embedded_gguf_path())
     else:
         print("llama-cpp-python not installed: llama.cpp column skipped (pip install -e '.[llamacpp]')")
-    return timed, per_token, lean
+    return timed, per_token, lean, llama
 
 
 def main(argv=None) -> int:
@@ -84,9 +84,13 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time bf16 + static cache + torch.compile (slow to compile)")
     args = parser.parse_args(argv)
     print(f"machine: {cpu_description()}; {date.today().isoformat()}; {args.new_tokens} tokens, {args.repeats} rounds")
-    timed, per_token, lean = engines(args.precisions, args.new_tokens, args.compile, args.lean_only)
+    timed, per_token, lean, llama = engines(args.precisions, args.new_tokens, args.compile, args.lean_only)
     bandwidth = measure_memory_bandwidth()
-    runs = same_rounds(timed, args.repeats)
+    try:
+        runs = same_rounds(timed, args.repeats)
+    finally:
+        if llama is not None:
+            llama.close()
     table = ladder_table(runs, per_token, bandwidth, LLAMA_CPP if LLAMA_CPP in timed else None)
     base = "transformers fp32" if "transformers fp32" in timed else "lean loop fp32"
     wide = runs.pivot(index="round", columns="engine", values="tokens/s")

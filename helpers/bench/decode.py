@@ -112,7 +112,12 @@ def bytes_ladder(model, tokenizer, bandwidth_gbps: float, prompt: str, new_token
         llama.run(prompt, new_tokens)
         timed[LLAMA_CPP] = lambda: 1 / llama.run(prompt, new_tokens).tpot
         per_token[LLAMA_CPP] = gguf_bytes_per_token(gguf)
-    table = ladder_table(same_rounds(timed, rounds, progress), per_token, bandwidth_gbps, LLAMA_CPP if llama_cpp else None)
+    try:
+        runs = same_rounds(timed, rounds, progress)
+    finally:
+        if llama_cpp:
+            llama.close()
+    table = ladder_table(runs, per_token, bandwidth_gbps, LLAMA_CPP if llama_cpp else None)
     table["weights"] = [engine.weights if (engine := engines.get(name)) else "4-bit file" for name in table.index]
     if fidelity_prompts:
         reference = reference_replies(model, tokenizer, fidelity_prompts, reply_tokens)

@@ -199,6 +199,12 @@ class LlamaCppEngine:
                 times.append(time.perf_counter())
         return RequestRecord(start, time.perf_counter(), times, len(times), engine=self.name)
 
+    def close(self):
+        """Free the model now (at interpreter exit llama-cpp-python's own clean-up can fail noisily)."""
+        close = getattr(self.llm, "close", None)
+        if close:
+            close()
+
 
 def engine_status(plan) -> dict[str, str]:
     """Which engines can run on this machine and plan: name -> "ready" or the sentence saying how to get it."""

@@ -8,20 +8,33 @@ the dispatcher's fixed cost. On the embedded model (30 layers) that overhead is 
 
 - q, k and v in one matrix product per layer, gate and up in one more (weights concatenated once), each
   RMSNorm's weight folded into the projection after it;
-- the rotary embedding of a new token as one batched matrix product (a rotation per position, built once);
+- the rotary embedding of a new token from per-position cos and sin tables built once (a batched 64 x 64 rotation
+  product per layer was tried: under TorchScript it took about 4x the time of these few elementwise operators);
 - a pre-allocated KV cache written in place, ``scaled_dot_product_attention`` with grouped-query heads;
 - greedy decoding in a plain loop: no processors, no streamer object, no per-step mask;
 - the decode step run by TorchScript's interpreter, which calls the same operators without Python's cost
   per operator (about half of each token here). TorchScript is in maintenance mode in PyTorch, but it
   runs these modules, the dynamic int8 ones included, unchanged; without it the same modules run from
   Python (``script=False``, also the fallback when scripting fails), with the same results;
-- optionally (``weights="int8"``), PyTorch's dynamic int8 linear layers (fbgemm): a quarter of fp32's
-  bytes read per token, activations quantized on the fly.
+- fewer bytes per token, by ``weights``: ``"int8"``, PyTorch's dynamic int8 linear layers (fbgemm): a quarter of
+  fp32's bytes, but each input is rounded to 8 bits on one scale, and this model's activations have outliers
+  (on the embedded model it kept the fp32 model's top token at about a third of positions); ``"int8w"``, int8
+  weights with bf16 inputs (PyTorch's weight-only int8 matmul); ``"int4"``, 4-bit weights in groups of 32 with a
+  scale and a zero each (the embedded GGUF file's Q4_1 layout, so its own codes come back exactly; the RMSNorm
+  weights then scale the activations instead of being folded in) and bf16 inputs, run by PyTorch's packed-int4 CPU
+  matmul, with the vocabulary projection at int8 x bf16 as the file keeps it at 8 bits; ``"auto"``, per projection
+  the faster of ``int8w`` and ``int4`` on this CPU, timed on its own weights when the engine is built (the int4
+  kernel is compute-bound on some CPUs, so fewer bytes are not always faster).
+
+:func:`step_breakdown` says where one step's time goes (each projection over every layer, attention, the rest);
+:func:`fidelity` how closely a quantized engine follows the fp32 model (logit gap, top-1 agreement, greedy replies).
+``bash kit bench-decode`` prints both beside llama.cpp on the same file.
 
 It covers Llama-architecture decoders (SmolLM2, Llama, Qwen2, Mistral: ``model.model.layers[i].self_attn``
 with q/k/v/o projections and a gated MLP); anything else raises an :class:`InputError` naming the
 engines that do run it. ``tests/test_bench.py`` checks its fp32 logits against the model's own forward
-pass and its greedy reply against ``generate``, with and without TorchScript.
+pass and its greedy reply against ``generate``, with and without TorchScript; ``tests/test_decode.py`` the 4-bit
+and auto paths against the fp32 model within stated tolerances, and their bytes by hand.
 """
 from __future__ import annotations
 
@@ -276,11 +289,14 @@ def _modules():
             return F.scaled_dot_product_attention(q, cache[:, :kv_heads, :end], cache[:, kv_heads:, :end],
                                                   enable_gqa=self.heads != kv_heads)
 
-        def forward(self, x, turn, cache, start: int):
-            heads, kv_heads, end = self.heads, self.kv_heads, start + 1
-            mixed = torch.matmul(self.qkv(self.norm_in(x)).view(1, heads + 2 * kv_heads, 1, self.dim), turn)
-            cache[:, :, start:end] = mixed[:, heads:]
-            attended = self.attend(mixed[:, :heads], cache, end)
+        def forward(self, x, cos, sin, cache, start: int):
+            heads, kv_heads, end, half = self.heads, self.kv_heads, start + 1, self.dim // 2
+            mixed = self.qkv(self.norm_in(x)).view(1, heads + 2 * kv_heads, 1, self.dim)
+            qk = mixed[:, :heads + kv_heads]  # rotate-half with this position's cos and sin, as the model was trained
+            qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
+            cache[:, :kv_heads, start:end] = qk[:, heads:]
+            cache[:, kv_heads:, start:end] = mixed[:, heads + kv_heads:]
+            attended = self.attend(qk[:, :heads], cache, end)
             x = x + self.o(attended.reshape(1, 1, heads * self.dim))
             gate, up = self.gate_up(self.norm_mid(x)).chunk(2, dim=-1)
             return x + self.down(F.silu(gate) * up)
@@ -292,10 +308,10 @@ def _modules():
             super().__init__()
             self.layers, self.head, self.eps = torch.nn.ModuleList(layers), head, eps
 
-        def forward(self, x, turn, caches: list[torch.Tensor], start: int):
+        def forward(self, x, cos, sin, caches: list[torch.Tensor], start: int):
             i = 0
             for layer in self.layers:
-                x = layer(x, turn, caches[i], start)
+                x = layer(x, cos, sin, caches[i], start)
                 i += 1
             return self.head(x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))[0, -1]
 
@@ -304,7 +320,8 @@ def _modules():
 
 @dataclass
 class LeanEngine:
-    """Greedy batch-1 decoding of ``model``'s weights (fp32, or dynamic int8 linears) without ``generate``.
+    """Greedy batch-1 decoding of ``model``'s weights (fp32, int8, int8w, int4 or auto: see the module's notes)
+    without ``generate``.
 
     Same ``run(prompt, max_tokens)`` as the other engines (a :class:`RequestRecord` with every token's
     time). ``max_length``: prompt plus reply tokens the pre-allocated cache holds. ``script``: run the
@@ -393,14 +410,6 @@ class LeanEngine:
             self.embed = base.embed_tokens.weight.detach().float()
             cos, sin = base.rotary_emb(self.embed[:1][None], torch.arange(self.max_length)[None])
             self.cos, self.sin = cos[0].float(), sin[0].float()  # (positions, head_dim)
-            # one token's rotary embedding as a matrix product: x * cos + rotate_half(x) * sin = x @ (diag(cos) + P diag(sin)),
-            # P the rotate-half permutation; per position, for the q and k heads, and the identity for the v heads
-            half = dim // 2
-            rotate = torch.zeros(dim, dim)
-            rotate[torch.arange(half) + half, torch.arange(half)] = -1.0
-            rotate[torch.arange(half), torch.arange(half) + half] = 1.0
-            self._turns = torch.diag_embed(self.cos) + rotate @ torch.diag_embed(self.sin)  # (positions, dim, dim)
-            self._identity = torch.eye(dim).expand(self.kv_heads, dim, dim)
             # k and v of every layer in one tensor per layer (k heads first), written in place
             self.kv_cache = [torch.zeros(1, 2 * self.kv_heads, self.max_length, dim) for _ in layers]
         self._step = self.stack
@@ -432,8 +441,7 @@ class LeanEngine:
 
         length = ids.shape[1]
         if length == 1:
-            turn = torch.cat((self._turns[start].expand(self.heads + self.kv_heads, self.head_dim, self.head_dim), self._identity))
-            return self._step(self.embed[ids], turn, self.kv_cache, start)
+            return self._step(self.embed[ids], self.cos[start], self.sin[start], self.kv_cache, start)
         if start:
             raise InputError("the lean loop prefills only at position 0", fix="pass the whole prompt first, then one token at a time")
         return self._prefill(ids)
