@@ -28,7 +28,7 @@ class BenchSettings:
     # how many times both harnesses measure before a metric counts as a disagreement: on a shared CPU one noisy run
     # is not one (each metric keeps its closest repetition)
     peer_attempts: int = 0
-    # the kit's lean decode loop with int8 linears beside the other engines (a CPU engine: helpers.bench.lean)
+    # the kit's lean decode loop (4- or 8-bit weights by measurement) beside the other engines (a CPU engine: helpers.bench.lean)
     lean: bool = False
     # the bytes ladder (fp32 -> int8 -> 4-bit lean loops, llama.cpp where installed): tokens each decodes per round and
     # desk prompts each is compared with the fp32 model on (0: skipped, as off the CPU tier and in quick mode)

@@ -186,41 +186,41 @@ WEIGHTS = ("fp32", "int8", "int8w", "int4", "auto")
 ROLES = ("qkv", "o", "gate_up", "down")  # the layers' projections; the vocabulary projection ("head") is int8 below fp32
 
 
-def time_modules(modules, rounds: int = 7) -> float:
-    """Median seconds to run every module in ``modules`` once on one token (each layer's projection in turn, as a
-    decode step reads them: the weights stream from memory rather than sit in the CPU's cache)."""
-    import statistics
-
+def _stream(modules):
+    """A function running every module in ``modules`` once on one token (each layer's projection in turn, as a decode
+    step reads them: the weights stream from memory rather than sit in the CPU's cache), through TorchScript as the
+    step runs them where this PyTorch can script them."""
     import torch
 
     Each, _ = _part_modules()
     run, x = Each(modules), torch.randn(1, 1, modules[0].in_features)
     try:
-        run = torch.jit.script(run)  # as the decode step runs them
+        run = torch.jit.script(run)
     except Exception:  # noqa: BLE001 - a PyTorch without TorchScript: from Python, like the step then
         pass
-    times = []
-    with torch.inference_mode():
-        for i in range(rounds + 2):
-            start = time.perf_counter()
-            run(x)
-            if i >= 2:  # two warm-up rounds
-                times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return lambda: run(x)
 
 
-def fastest(candidates: dict[str, list], rounds: int = 5) -> str:
+def fastest(candidates: dict[str, list], rounds: int = 5, report: bool = False):
     """The kind whose modules (one projection role over every layer) run fastest on this CPU: ``candidates`` maps a
-    kind ("int8", "int4") to its modules. Timed on the role's own weights because the packed-int4 matmul is
-    compute-bound on some CPUs, so fewer bytes are not always faster; rounds alternate the kinds so a machine's drift
-    moves them alike, and the kind with the lowest median wins."""
+    kind ("int8w", "int4") to its modules. Timed on the role's own weights because the packed-int4 matmul is
+    compute-bound on some CPUs, so fewer bytes are not always faster; after two warm-up calls each, rounds alternate
+    the kinds so a machine's drift moves them alike, and the lowest median wins (``report``: every kind's median)."""
     import statistics
 
+    import torch
+
+    runs = {kind: _stream(modules) for kind, modules in candidates.items()}
     times = {kind: [] for kind in candidates}
-    for _ in range(rounds):
-        for kind, modules in candidates.items():
-            times[kind].append(time_modules(modules, 1))
-    return min(times, key=lambda kind: statistics.median(times[kind]))
+    with torch.inference_mode():
+        for round_ in range(rounds + 2):
+            for kind, run in runs.items():
+                start = time.perf_counter()
+                run()
+                if round_ >= 2:
+                    times[kind].append(time.perf_counter() - start)
+    medians = {kind: statistics.median(values) for kind, values in times.items()}
+    return medians if report else min(medians, key=medians.get)
 
 
 def _module_bytes(module) -> int:
@@ -420,9 +420,9 @@ class LeanEngine:
             except Exception:  # noqa: BLE001 - a PyTorch without TorchScript: the Python loop, same results
                 self._step = self.stack
         layer_kinds = sorted({self.kinds[role] for role in ROLES})
-        chosen = self.weights if self.weights != "auto" else "/".join(layer_kinds) + " by measurement"
+        chosen = f"{self.weights} weights" if self.weights != "auto" else "/".join(layer_kinds) + " weights by measurement"
         head_note = ", int8 x bf16 vocabulary projection" if self.kinds["head"] == "int8w" and self.weights != "int8w" else ""
-        self.name = self.name or f"lean loop ({chosen} weights{head_note}{', TorchScript' if self.scripted else ''})"
+        self.name = self.name or f"lean loop ({chosen}{head_note}{', TorchScript' if self.scripted else ''})"
 
     def weights_bytes(self) -> int:
         """Bytes of the projection weights one decode step reads (4-bit codes with group scales and zeros, int8 values

@@ -724,15 +724,26 @@ def adapter_roundtrip(model, tokenizer, plan, folder: str | Path, probe_text: st
     from ..models import load_model
 
     folder = Path(folder)
-    adapter_mb = save_adapter(model, folder / "adapter")
     dtype = plan.compute_dtype
     quantized_base = is_quantized(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    probe = tokenizer([probe_text], return_tensors="pt").to(model.device)
+    # the trained model's logits first, in eval mode (no dropout), the model put back as it was. First, because on a
+    # CPU with avx512_bf16 bitsandbytes keeps 4-bit weights repacked for its faster kernel, and saving unpacks them in
+    # place: repacked again, they computed another network (a logit gap of about 1 on the embedded model, bitsandbytes
+    # 0.50.2), so logits taken after saving compared bitsandbytes with itself, not the adapter with its reload
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            original = model(**probe).logits
+    finally:
+        model.train(was_training)
+    adapter_mb = save_adapter(model, folder / "adapter")
     fresh = load_model(plan=plan)[0]
     # a fresh base prepared as the trained one was, so both compute the same network
-    reloaded = load_adapter(prepare_quantized(fresh) if quantized_base else fresh, folder / "adapter")
-    probe = tokenizer([probe_text], return_tensors="pt").to(model.device)
+    reloaded = load_adapter(prepare_quantized(fresh) if quantized_base else fresh, folder / "adapter").eval()
     with torch.no_grad():
-        original, again = model(**probe).logits, reloaded(**probe).logits
+        again = reloaded(**probe).logits
     if quantized_base:
         export_precision = "bf16" if dtype == "bfloat16" else ("fp16" if dtype == "float16" else "fp32")
         del reloaded
