@@ -11,11 +11,12 @@ from helpers.errors import InputError
 
 # The stated tolerances of the 4-bit path against the fp32 model, on the desk's first test tickets, 8-token greedy
 # replies (measured: max logit gap 0.73, top-1 agreement 93 %, same reply on 4-5 of 8, with PyTorch's AVX-512 and
-# AVX2 kernels alike; weight-only int8: 1.7, 92 %, 4 of 8). A 135M model's replies have many near-ties, so one
-# flipped token in 8 is normal; the dynamic int8 path (8-bit activations) misses these by far: see the README.
+# AVX2 kernels alike; weight-only int8: 1.7, 92 %, 4 of 8). A 135M model's replies have many near-ties (top-two
+# margins under 0.1 are common), so which replies keep every token depends on the CPU's bf16 rounding: the bar
+# leaves room for that, and still rejects the dynamic int8 path (8-bit activations: 37 %, 0 of 8; see the README).
 MAX_LOGIT_GAP = 2.5
 TOP1_AGREEMENT = 0.85
-SAME_REPLY = 3 / 8
+SAME_REPLY = 2 / 8
 
 
 @pytest.fixture(scope="module")
