@@ -166,12 +166,12 @@ def plot_ladder(table, bandwidth_gbps: float):
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     sizes = np.linspace(table["MB per token"].min() * 0.7, table["MB per token"].max() * 1.2, 100)
     ax.plot(sizes, bandwidth_gbps * 1e3 / sizes, "--", color="grey", label=f"roofline at {bandwidth_gbps:.0f} GB/s")
-    for name, row in table.iterrows():
-        ax.scatter(row["MB per token"], row["tokens/s"], s=40)
-        ax.annotate(row["weights"] if row["weights"] != "4-bit file" else "llama.cpp", (row["MB per token"], row["tokens/s"]),
-                    textcoords="offset points", xytext=(5, 5))
+    for name, row in table.iterrows():  # a legend entry per point: the 4-bit loop and llama.cpp read nearly the same bytes
+        label = f"lean {row['weights']}" if row["weights"] != "4-bit file" else "llama.cpp (4-bit file)"
+        ax.scatter(row["MB per token"], row["tokens/s"], s=45, label=label, marker="s" if row["weights"] == "4-bit file" else "o")
     ax.set_xlabel("MB read per token"), ax.set_ylabel("decode tokens/s (batch 1)")
     ax.set_title("fewer bytes per token, faster decode: your run")
     ax.set_ylim(0, None)
-    ax.legend()
+    ax.legend(fontsize="small")
+    fig.tight_layout()
     return ax
