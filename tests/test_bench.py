@@ -424,7 +424,7 @@ def test_a_server_dies_with_the_process_that_started_it(tmp_path):
     from the kernel (PR_SET_PDEATHSIG) and stops, freeing the port. A stand-in server command keeps this fast."""
     import subprocess
 
-    from helpers.bench.server import free_port, port_in_use
+    from helpers.bench.server import free_port, port_freed, port_in_use
 
     fake = tmp_path / "fake_server"
     fake.write_text(FAKE_VLLM.format(python=sys.executable, record=str(tmp_path / "args.json")))
@@ -439,10 +439,7 @@ def test_a_server_dies_with_the_process_that_started_it(tmp_path):
         assert process.stdout.readline().strip() == "up" and port_in_use(port)
         process.kill()
         process.wait(timeout=10)
-        deadline = time.monotonic() + 20
-        while port_in_use(port) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not port_in_use(port), "the server outlived the process that started it"
+        assert port_freed(port, 20), "the server outlived the process that started it"
     finally:
         process.kill()
 

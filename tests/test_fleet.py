@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers.bench.server import free_port, port_in_use
+from helpers.bench.server import free_port, port_freed, port_in_use
 from helpers.deploy import fleet as F
 from helpers.deploy.upstream import StandInUpstream, UpstreamConfig
 from helpers.errors import InputError
@@ -281,10 +281,7 @@ time.sleep(120)
         assert port_in_use(port)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while port_in_use(port) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not port_in_use(port), "the router outlived the process that started it"
+        assert port_freed(port, 10), "the router outlived the process that started it"
     finally:
         process.kill()
 

@@ -50,6 +50,14 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex((HOST, port)) == 0
 
 
+def port_freed(port: int, seconds: float = 10.0) -> bool:
+    """Whether ``port`` is free within ``seconds`` (a stopped process's socket closes a moment after it exits)."""
+    deadline = time.monotonic() + seconds
+    while port_in_use(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not port_in_use(port)
+
+
 def serve_command(model_dir: str | Path, port: int, device: str = "cpu", dtype: str | None = None,
                   quantization: str | None = None) -> list[str]:
     """``transformers serve`` for ``model_dir`` on loopback (the CLI of the installed transformers), optionally at a
