@@ -210,6 +210,8 @@ def fastest(candidates: dict[str, list], rounds: int = 5, report: bool = False):
 
     import torch
 
+    if len(candidates) == 1 and not report:  # nothing to choose between (no 4-bit kernel, or a shape it cannot take)
+        return next(iter(candidates))
     runs = {kind: _stream(modules) for kind, modules in candidates.items()}
     times = {kind: [] for kind in candidates}
     with torch.inference_mode():
