@@ -5,7 +5,9 @@ For one request (all times from ``time.perf_counter()``, in seconds):
 
 - TTFT  time to first token = first content chunk - request sent
 - E2E   end-to-end latency  = last byte - request sent
-- TPOT  time per output token = (E2E - TTFT) / (output tokens - 1), the decode pace after the first token
+- TPOT  time per output token = (last token - first token) / (output tokens - 1), the decode pace after the first
+        token; the same as (E2E - TTFT) / (output tokens - 1) when the response ends with its last token (a stream's
+        finish and usage chunks, or a generate() call's return, come a moment after it)
 - ITL   inter-token latency = the gaps between consecutive streamed chunks (one value per gap)
 
 For a run of many requests over ``duration`` seconds: p50/p95/p99 of each, requests/s and output
