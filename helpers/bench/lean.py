@@ -186,43 +186,48 @@ WEIGHTS = ("fp32", "int8", "int8w", "int4", "auto")
 ROLES = ("qkv", "o", "gate_up", "down")  # the layers' projections; the vocabulary projection ("head") is int8 below fp32
 
 
-def _stream(modules):
+def _stream(modules, script: bool = True):
     """A function running every module in ``modules`` once on one token (each layer's projection in turn, as a decode
     step reads them: the weights stream from memory rather than sit in the CPU's cache), through TorchScript as the
-    step runs them where this PyTorch can script them."""
+    step runs them where ``script`` and this PyTorch can script them."""
     import torch
 
     Each, _ = _part_modules()
     run, x = Each(modules), torch.randn(1, 1, modules[0].in_features)
-    try:
-        run = torch.jit.script(run)
-    except Exception:  # noqa: BLE001 - a PyTorch without TorchScript: from Python, like the step then
-        pass
+    if script:
+        try:
+            run = torch.jit.script(run)
+        except Exception:  # noqa: BLE001 - a PyTorch without TorchScript: from Python, like the step then
+            pass
     return lambda: run(x)
 
 
-def fastest(candidates: dict[str, list], rounds: int = 5, report: bool = False):
-    """The kind whose modules (one projection role over every layer) run fastest on this CPU: ``candidates`` maps a
-    kind ("int8w", "int4") to its modules. Timed on the role's own weights because the packed-int4 matmul is
-    compute-bound on some CPUs, so fewer bytes are not always faster; after two warm-up calls each, rounds alternate
-    the kinds so a machine's drift moves them alike, and the lowest median wins (``report``: every kind's median)."""
+def _medians(runs: dict, rounds: int) -> dict[str, float]:
+    """Median seconds of each function in ``runs`` (name -> function), after two warm-up calls each; rounds alternate
+    the functions so a machine that speeds up or slows down moves them alike."""
     import statistics
 
     import torch
 
-    if len(candidates) == 1 and not report:  # nothing to choose between (no 4-bit kernel, or a shape it cannot take)
-        return next(iter(candidates))
-    runs = {kind: _stream(modules) for kind, modules in candidates.items()}
-    times = {kind: [] for kind in candidates}
+    times = {name: [] for name in runs}
     with torch.inference_mode():
         for round_ in range(rounds + 2):
-            for kind, run in runs.items():
+            for name, run in runs.items():
                 start = time.perf_counter()
                 run()
                 if round_ >= 2:
-                    times[kind].append(time.perf_counter() - start)
-    medians = {kind: statistics.median(values) for kind, values in times.items()}
-    return medians if report else min(medians, key=medians.get)
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def fastest(candidates: dict[str, list], rounds: int = 5) -> str:
+    """The kind whose modules (one projection role over every layer) run fastest on this CPU: ``candidates`` maps a
+    kind ("int8w", "int4") to its modules. Timed on the role's own weights because the packed-int4 matmul is
+    compute-bound on some CPUs, so fewer bytes are not always faster; the lowest median wins."""
+    if len(candidates) == 1:  # nothing to choose between (no 4-bit kernel, or a shape it cannot take)
+        return next(iter(candidates))
+    medians = _medians({kind: _stream(modules) for kind, modules in candidates.items()}, rounds)
+    return min(medians, key=medians.get)
 
 
 def _module_bytes(module) -> int:
@@ -517,43 +522,26 @@ def step_breakdown(engine: LeanEngine, position: int = 64, rounds: int = 15) -> 
     Each part runs through TorchScript's interpreter when the step does, so the dispatch between its own operators
     is counted in it; timed alone, a part's weights may partly stay in the CPU's cache between rounds (the vocabulary
     projection's 28 MB of int8 fits a 32 MB L3), so the GB/s of a part can exceed what the whole step streams."""
-    import statistics
-
     import torch
 
     if position + 1 > engine.max_length:
         raise InputError(f"position {position} is past the cache's {engine.max_length} tokens", fix="pass a smaller position")
-    layers, hidden = list(engine.stack.layers), engine.embed.shape[1]
-    x = torch.randn(1, 1, hidden)
+    layers = list(engine.stack.layers)
     q = torch.randn(1, engine.heads, 1, engine.head_dim)
     token = torch.tensor([[1]])
-
-    Each, Attention = _part_modules()
-
-    def runner(module):  # through TorchScript like the step, where the step is
-        return torch.jit.script(module) if engine.scripted else module
-
-    def projection(role):
+    _, Attention = _part_modules()
+    runs, weights = {}, {}
+    for role in ("qkv", "o", "gate_up", "down", "head"):
         modules = [getattr(layer, role) for layer in layers] if role != "head" else [engine.stack.head]
-        run, inputs = runner(Each(modules)), torch.randn(1, 1, modules[0].in_features)
-        return (lambda: run(inputs)), sum(_module_bytes(module) for module in modules)
-
-    parts = {f"{role} projections": projection(role) for role in ("qkv", "o", "gate_up", "down")}
-    parts["vocabulary projection"] = projection("head")
-    attention = runner(Attention(layers))
-    parts["attention"] = (lambda: attention(q, engine.kv_cache, position + 1)), 0
-    whole = lambda: engine.forward(token, position)  # noqa: E731
-    timings: dict[str, list[float]] = {name: [] for name in [*parts, "step"]}
-    with torch.inference_mode():
-        for round_ in range(rounds + 2):
-            for name, run in [*((n, p[0]) for n, p in parts.items()), ("step", whole)]:
-                start = time.perf_counter()
-                run()
-                if round_ >= 2:  # two warm-up rounds
-                    timings[name].append(time.perf_counter() - start)
-    step = statistics.median(timings["step"])
-    rows = [{"part": name, "ms per token": statistics.median(timings[name]) * 1e3, "MB read": bytes_ / 1e6}
-            for name, (_, bytes_) in parts.items()]
+        name = f"{role} projections" if role != "head" else "vocabulary projection"
+        runs[name], weights[name] = _stream(modules, engine.scripted), sum(_module_bytes(module) for module in modules)
+    attention = Attention(layers)
+    attention = torch.jit.script(attention) if engine.scripted else attention  # through TorchScript like the step
+    runs["attention"], weights["attention"] = (lambda: attention(q, engine.kv_cache, position + 1)), 0
+    runs["step"] = lambda: engine.forward(token, position)
+    medians = _medians(runs, rounds)
+    step = medians.pop("step")
+    rows = [{"part": name, "ms per token": seconds * 1e3, "MB read": weights[name] / 1e6} for name, seconds in medians.items()]
     rows.append({"part": "the rest (norms, rotary, cache writes, dispatch)",
                  "ms per token": max(step * 1e3 - sum(r["ms per token"] for r in rows), 0.0), "MB read": 0.0})
     rows.append({"part": "whole step", "ms per token": step * 1e3, "MB read": engine.weights_bytes() / 1e6})
