@@ -11,7 +11,6 @@ same-round ratios. Fidelity to the fp32 model is measured on the same engines (:
 """
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 from ..errors import InputError

@@ -444,8 +444,6 @@ class LeanEngine:
 
     def forward(self, ids, start: int):
         """Logits of the last position for token ids ``ids`` (1 x T) placed at positions ``start``...``start + T - 1``."""
-        import torch
-
         length = ids.shape[1]
         if length == 1:
             return self._step(self.embed[ids], self.cos[start], self.sin[start], self.kv_cache, start)
