@@ -29,6 +29,7 @@ LEVER = lab01.q3_tornado().index[0]
 GB = 10.643808256
 SPEEDUP = lab04.q3_expected()
 LORA = lab03.q1_expected()
+LESSON_WORKLOAD = (10_000_000, 1500, 360)  # the desk's scenario, worked out by hand from datasets/tco/scenario
 RULE = '[[rules]]\nname = "fraud and chargebacks"\ncontains = ["chargeback", "fraud"]\nroute = "paid"\n'
 
 
@@ -65,6 +66,10 @@ CASES = [
     ("01q1", "one conversation", lab01.q1, (FEES / 2e6,), "one conversation"),
     ("01q1", "another model", lab01.q1, (lab01.q1_expected("gpt-4o"),), "another model"),
     ("01q1", "per 1M forgotten", lab01.q1, (FEES * 1e6,), "per 1M tokens"),
+    ("01q1", "staff and monitoring added", lab01.q1, (FEES + 0.1 * 180_000 / 12 + 500,), "staff and monitoring"),
+    ("01q1", "a blended price", lab01.q1, (2e6 * 1150 * (0.75 * 0.15 + 0.25 * 0.6) / 1e6,), "blended price"),
+    ("01q1", "the lesson's workload", lab01.q1, (lab01.q1_expected("gpt-4o-mini", LESSON_WORKLOAD),), "lesson's workload"),
+    ("01q1", "the lesson's example", lab01.q1, (lab01.q1_expected("gpt-4o", LESSON_WORKLOAD),), "lesson's example"),
     # Lab 01 q2: break-even against gpt-4.1-mini
     ("01q2", "solution", lab01.q2, (BREAK_EVEN,), ""),
     ("01q2", "stub", lab01.q2, (...,), "not done yet"),
@@ -104,6 +109,8 @@ CASES = [
     ("02q3", "points", lab02.q3, (15.0, "a", TABLE), "perplexity points"),
     ("02q3", "against the row above", lab02.q3, (45 / 31 - 1, "a", TABLE), "row above"),
     ("02q3", "why not a letter", lab02.q3, (0.5, "because", TABLE), "one letter"),
+    ("02q3", "why b", lab02.q3, (0.5, "b", TABLE), "embeddings keep"),
+    ("02q3", "why c", lab02.q3, (0.5, "c", TABLE), "short text"),
     # Lab 03 q1: LoRA parameters
     ("03q1", "solution", lab03.q1, (LORA,), ""),
     ("03q1", "stub", lab03.q1, (...,), "not done yet"),
@@ -112,6 +119,7 @@ CASES = [
     ("03q1", "one projection", lab03.q1, (lab03.q1_expected(targets=("q_proj",)),), "q_proj only"),
     ("03q1", "rank 16", lab03.q1, (lab03.q1_expected(r=16),), "rank 16"),
     ("03q1", "another model", lab03.q1, (lab03.q1_expected("smollm2-135m"),), "another model"),
+    ("03q1", "r x d_in x d_out", lab03.q1, (28 * 8 * (1536 * 1536 + 1536 * 256),), "multiplies r by d_in and d_out"),
     # Lab 03 q2: reading the before/after tables
     ("03q2", "solution", lab03.q2, (0.75, 0.43, BEFORE, AFTER), ""),
     ("03q2", "stub", lab03.q2, (..., ..., BEFORE, AFTER), "not done yet"),
@@ -129,6 +137,7 @@ CASES = [
     ("03q3", "overwrites its input", lab03.q3, (_mask_in_place,), "changed the list"),
     ("03q3", "drops the prompt", lab03.q3, (lambda ids, n: list(ids[n:]),), "one label per token"),
     ("03q3", "masks with 0", lab03.q3, (lambda ids, n: [0] * n + list(ids[n:]),), "not 0"),
+    ("03q3", "masks by value", lab03.q3, (lambda ids, n: [-100 if i in ids[:n] else i for i in ids],), "mask by position"),
     # Lab 04 q1: metrics from a raw stream
     ("04q1", "solution", lab04.q1, (0.42, TPOT, GAPS), ""),
     ("04q1", "stub", lab04.q1, (..., ..., ...), "not done yet"),
@@ -216,7 +225,8 @@ def test_no_message_gives_the_expected_value_away():
 
 # ------------------------------------------------------------------ Lab 00: the tokenizer and the model are the learner's
 LAB00_KINDS = [("00q1", k, None, None, "x") for k in ("words", "characters", "chat template", "words per token")] + \
-              [("00q2", k, None, None, "x") for k in ("prompt kept", "special tokens", "too long", "other text")]
+              [("00q2", k, None, None, "x") for k in ("prompt kept", "special tokens", "too long", "other text",
+                                                                "no chat template")]
 
 
 def test_lab00_checks(embedded):
@@ -233,6 +243,10 @@ def test_lab00_checks(embedded):
     assert "number of characters" in lab00.q1(len(text), len(text) / words, tokenizer)
     assert "chat template" in lab00.q1(templated, templated / words, tokenizer)
     assert "words per token" in lab00.q1(tokens, words / tokens, tokenizer)
+    assert "percentage" in lab00.q1(tokens, 100 * tokens / words, tokenizer)
+    for wrong in (tokens / words + 0.5, 2.0):  # the message names neither the formula nor the denominator
+        message = lab00.q1(tokens, wrong, tokenizer)
+        assert "/" not in message and str(words) not in message, message
     reply = lab00._greedy(model, tokenizer, 30)  # the check's own cached greedy reply (chat, 30 new tokens)
     assert lab00.q2(reply, model, tokenizer) is None
     assert "not done yet" in lab00.q2(..., model, tokenizer)
@@ -243,6 +257,9 @@ def test_lab00_checks(embedded):
         assert "past 30 new tokens" in lab00.q2(longer, model, tokenizer)
     other = lab00.q2("It helps customers with their problems.", model, tokenizer)
     assert "greedy decoding" in other and "\n" not in other
+    bare = lab00._greedy_bare(model, tokenizer, 30)  # QUESTION without the chat template
+    if bare[:10] != reply[:10]:  # the embedded model stops at once without the template: an empty reply
+        assert "chat template" in lab00.q2(bare, model, tokenizer)
     same_start = lab00.q2(reply[:20] + " and something else entirely", model, tokenizer)
     assert "first 20 characters" in same_start  # says where it differs, not two identical prefixes
 

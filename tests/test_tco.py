@@ -67,6 +67,20 @@ def test_break_even_is_where_the_curves_cross():
     assert at["self_total"] <= at["api_total"] and below["self_total"] > below["api_total"]
 
 
+def test_break_even_is_where_outcomes_saving_changes_sign():
+    """One cost model: the bill, the curves and the break-even all count the API side's monitoring."""
+    inputs = tco.default_inputs()
+    volume = tco.break_even(inputs)
+    above = tco.outcome({**inputs, "conversations_per_month": volume * 1.001})
+    below = tco.outcome({**inputs, "conversations_per_month": volume * 0.999})
+    assert above["saving"] >= 0 > below["saving"]
+    curves = tco.cost_curves(inputs, [volume * 0.999, volume * 1.001])
+    assert curves["API"].iloc[0] < curves["self-hosted"].iloc[0] and curves["API"].iloc[1] >= curves["self-hosted"].iloc[1]
+    # the same monitoring on both sides cancels: the break-even does not move with it
+    for monitoring in (0.0, 5_000.0):
+        assert tco.break_even({**inputs, "monitoring_usd_per_month": monitoring}) == pytest.approx(volume, rel=1e-6)
+
+
 def test_break_even_none_when_self_hosting_never_wins():
     inputs = tco.default_inputs()
     workload, _, _, horizon = tco.from_inputs(inputs)
@@ -177,13 +191,29 @@ def test_calculator_redraws_when_a_control_moves(capsys, monkeypatch):
 
     matplotlib.use("Agg")
     monkeypatch.setattr("IPython.display.display", lambda *a, **k: None)
-    box = tco.costs.calculator()
+    shown = tco.costs.calculator()
+    box = shown.box
     first = capsys.readouterr().out
-    assert "USD/month" in first, first
+    assert first.count("over the horizon") == 1, first  # drawn once, not once by the widgets and again by hand
     volume = box.children[0].children[0]
+    assert volume.description == "conversations / month" and volume.style.description_width == "initial"
     volume.value = volume.value / 10  # a tenth of the conversations: the API bill falls, and the line is printed again
     again = capsys.readouterr().out
     assert "USD/month" in again and again != first, (ipywidgets.__version__, again)
+
+
+def test_the_calculator_is_shown_once_by_a_cell_that_ends_with_it(monkeypatch):
+    """The cell ``tco.calculator(inputs)`` displays the box itself; what it returns must not display it again."""
+    import matplotlib
+    from IPython.core.formatters import DisplayFormatter
+
+    matplotlib.use("Agg")
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda *a, **k: shown.extend(a))
+    result = tco.costs.calculator()
+    assert len(shown) == 1
+    data, _ = DisplayFormatter().format(result)
+    assert not data  # _ipython_display_ does nothing: no second box, no repr line
 
 
 def test_while_grading_the_calculator_draws_once_without_widgets(monkeypatch):

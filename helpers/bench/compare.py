@@ -128,14 +128,10 @@ def break_even_with_measured_efficiency(inputs: dict, measured_efficiency: float
     """Lab 01's break-even with its assumed share of the bandwidth roofline, and with the share measured here."""
     from .. import tco
 
-    def volume(inp):
-        workload, price, host, horizon = tco.from_inputs(inp)
-        return tco.break_even_volume(workload, price, host, horizon, inp["api_engineer_fte"])
-
     assumed = inputs["bandwidth_efficiency"]
     measured_inputs = {**inputs, "bandwidth_efficiency": min(max(measured_efficiency, 0.01), 1.0)}
     return {"assumed efficiency": assumed, "measured efficiency": measured_inputs["bandwidth_efficiency"],
-            "break-even assumed": volume(inputs), "break-even measured": volume(measured_inputs),
+            "break-even assumed": tco.break_even(inputs), "break-even measured": tco.break_even(measured_inputs),
             "gpus assumed": tco.outcome(inputs)["gpus"], "gpus measured": tco.outcome(measured_inputs)["gpus"]}
 
 

@@ -379,9 +379,14 @@ def self_host_cost(workload: Workload, host: SelfHost) -> Costs:
 
 # ---------------------------------------------------------------- comparisons
 def compare(workload: Workload, price: ApiPrice | str, host: SelfHost, horizon_months: float = 36, api_engineer_fte: float = 0.1,
-            api_monitoring_usd_per_month: float = 0.0) -> dict[str, float]:
-    """API vs self-hosting over a horizon: totals, saving, saving share, payback, $/1M tokens."""
-    api = api_cost(workload, price, api_engineer_fte, host.engineer_cost_per_year, api_monitoring_usd_per_month)
+            api_monitoring_usd_per_month: float | None = None) -> dict[str, float]:
+    """API vs self-hosting over a horizon: totals, saving, saving share, payback, $/1M tokens.
+
+    ``api_monitoring_usd_per_month``: what watching the API integration costs a month; None (the default) takes the
+    self-hosted side's figure (``host.monitoring_usd_per_month``), as :func:`outcome`, the curves, the calculator and
+    :func:`break_even_volume` all do: one cost model, one break-even."""
+    monitoring = host.monitoring_usd_per_month if api_monitoring_usd_per_month is None else api_monitoring_usd_per_month
+    api = api_cost(workload, price, api_engineer_fte, host.engineer_cost_per_year, monitoring)
     own = self_host_cost(workload, host)
     api_total, own_total = api.total(horizon_months), own.total(horizon_months)
     monthly_saving = api.monthly_total - own.monthly_total
@@ -401,15 +406,18 @@ def payback_months(one_off_usd: float, monthly_saving_usd: float) -> float:
 
 
 def break_even_volume(workload: Workload, price: ApiPrice | str, host: SelfHost, horizon_months: float = 36,
-                      api_engineer_fte: float = 0.1, low: float = 1e3, high: float = 1e10) -> float | None:
+                      api_engineer_fte: float = 0.1, low: float = 1e3, high: float = 1e10,
+                      api_monitoring_usd_per_month: float | None = None) -> float | None:
     """Smallest monthly conversation volume above which self-hosting is cheaper over the horizon.
 
     Self-hosting costs rise in steps (whole GPUs) and the API linearly, so the curves can cross
     more than once near the break-even: this returns the volume after the *last* crossing, or
-    None if self-hosting never wins below ``high``.
+    None if self-hosting never wins below ``high``. The costs are :func:`compare`'s (the API side's monitoring
+    included, as in the bill and the curves), so the saving :func:`outcome` reports changes sign here.
     """
     def cheaper(volume: float) -> bool:
-        result = compare(workload.with_volume(volume), price, host, horizon_months, api_engineer_fte)
+        result = compare(workload.with_volume(volume), price, host, horizon_months, api_engineer_fte,
+                         api_monitoring_usd_per_month)
         return result["self_total"] <= result["api_total"]
 
     grid = [low * (high / low) ** (i / 600) for i in range(601)]
@@ -471,6 +479,13 @@ def outcome(inputs: dict) -> dict[str, float]:
     """The comparison for a flat input dict (see :func:`default_inputs`)."""
     workload, price, host, horizon = from_inputs(inputs)
     return compare(workload, price, host, horizon, inputs["api_engineer_fte"], inputs["monitoring_usd_per_month"])
+
+
+def break_even(inputs: dict) -> float | None:
+    """:func:`break_even_volume` for a flat input dict: the volume at which :func:`outcome`'s saving changes sign."""
+    workload, price, host, horizon = from_inputs(inputs)
+    return break_even_volume(workload, price, host, horizon, inputs["api_engineer_fte"],
+                             api_monitoring_usd_per_month=inputs["monitoring_usd_per_month"])
 
 
 def lab01_inputs(store: dict | None = None) -> dict:
@@ -598,17 +613,17 @@ def plot_cost_vs_volume(inputs: dict, ax=None):
     curves = cost_curves(inputs)
     workload, price, host, horizon = from_inputs(inputs)
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4))
+        _, ax = plt.subplots(figsize=(9, 4), layout="constrained")
     ax.plot(curves["conversations_per_month"], curves["API"], label=f"API ({price.model})")
     ax.plot(curves["conversations_per_month"], curves["self-hosted"], label=f"self-hosted ({host.model} on {host.gpu})")
-    even = break_even_volume(workload, price, host, horizon, inputs["api_engineer_fte"])
+    even = break_even(inputs)
     if even is not None:
         ax.axvline(even, color="grey", linestyle="--", label=f"break-even {even / 1e6:.2f}M / month")
     ax.axvline(workload.conversations_per_month, color="black", linestyle=":", label="your volume")
     ax.set(xscale="log", yscale="log", xlabel="conversations per month", ylabel="per month (one-offs spread)",
            title="API vs self-hosting")
     usd_axis(ax.yaxis)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, never over a curve
     return ax
 
 
@@ -694,7 +709,8 @@ def horizon_verdict(result: dict) -> str:
 
 def calculator(inputs: dict | None = None):
     """An interactive calculator: sliders and menus that redraw the cost-vs-volume plot. Uses only widgets that
-    ipywidgets 7.7 has too (Colab's front end renders its own 7.7.1). Returns the widget box, already displayed.
+    ipywidgets 7.7 has too (Colab's front end renders its own 7.7.1). Displays the widget box once and returns it wrapped
+    (:class:`Shown`: ``.box``) so the cell's own display does not draw it a second time.
 
     While a notebook is being graded (``OTS_GRADING=1``, set by the grader's sandbox) it draws the plot once, without
     widgets, and returns None: no reader is there to move a slider, and widget messages could stall the grading kernel."""
@@ -707,14 +723,15 @@ def calculator(inputs: dict | None = None):
         plot_cost_vs_volume(base)
         plt.show()
         return None
+    label, wide = {"description_width": "initial"}, widgets.Layout(width="auto")  # whole labels, never cut short
     controls = {
-        "conversations_per_month": widgets.FloatLogSlider(value=base["conversations_per_month"], base=10, min=5, max=8, description="conv./month"),
-        "user_tokens_per_turn": widgets.IntSlider(value=int(base["user_tokens_per_turn"]), min=10, max=400, step=10, description="user tokens"),
-        "assistant_tokens_per_turn": widgets.IntSlider(value=int(base["assistant_tokens_per_turn"]), min=20, max=800, step=20, description="reply tokens"),
-        "api_model": widgets.Dropdown(options=[m for m, p in api_prices().items() if p.kind == "proprietary"], value=base["api_model"], description="API model"),
-        "gpu": widgets.Dropdown(options=sorted({r["gpu"] for r in gpu_rental_prices()}), value=base["gpu"], description="GPU"),
-        "utilisation_target": widgets.FloatSlider(value=base["utilisation_target"], min=0.1, max=0.95, step=0.05, description="utilisation"),
-        "engineer_fte": widgets.FloatSlider(value=base["engineer_fte"], min=0, max=3, step=0.25, description="staff (FTE)"),
+        "conversations_per_month": widgets.FloatLogSlider(value=base["conversations_per_month"], base=10, min=5, max=8, description="conversations / month", style=label, layout=wide),
+        "user_tokens_per_turn": widgets.IntSlider(value=int(base["user_tokens_per_turn"]), min=10, max=400, step=10, description="user tokens", style=label, layout=wide),
+        "assistant_tokens_per_turn": widgets.IntSlider(value=int(base["assistant_tokens_per_turn"]), min=20, max=800, step=20, description="reply tokens", style=label, layout=wide),
+        "api_model": widgets.Dropdown(options=[m for m, p in api_prices().items() if p.kind == "proprietary"], value=base["api_model"], description="API model", style=label, layout=wide),
+        "gpu": widgets.Dropdown(options=sorted({r["gpu"] for r in gpu_rental_prices()}), value=base["gpu"], description="GPU", style=label, layout=wide),
+        "utilisation_target": widgets.FloatSlider(value=base["utilisation_target"], min=0.1, max=0.95, step=0.05, description="utilisation", style=label, layout=wide),
+        "engineer_fte": widgets.FloatSlider(value=base["engineer_fte"], min=0, max=3, step=0.25, description="staff (FTE)", style=label, layout=wide),
     }
     out = widgets.Output()
 
@@ -732,19 +749,32 @@ def calculator(inputs: dict | None = None):
             except InputError as error:
                 print(error)
 
-    widgets.interactive_output(redraw, controls)
+    widgets.interactive_output(redraw, controls)  # draws once now (ipywidgets 7 and 8), then on every change
     box = widgets.VBox([widgets.HBox(list(controls.values())[:4]), widgets.HBox(list(controls.values())[4:]), out])
     display(box)
-    redraw(**{k: c.value for k, c in controls.items()})
-    return box
+    return Shown(box)
+
+
+class Shown:
+    """What :func:`calculator` returns: the widget box it already displayed, as ``.box``, with no display of its own,
+    so a notebook cell ending in ``tco.calculator()`` shows the calculator once, not twice."""
+
+    def __init__(self, box):
+        self.box = box
+
+    def _ipython_display_(self) -> None:  # IPython calls this instead of showing the object: nothing to add
+        return None
+
+    def __repr__(self) -> str:
+        return "<the calculator, shown above>"
 
 
 def key_results(inputs: dict) -> tuple[dict[str, float | str], dict[str, str]]:
     """What Lab 01 saves for the later labs (``helpers.results``): the prices it used and the verdict
     numbers, so Lab 04 prices measured throughput with the same GPU-hour and Lab 05 bills the same API."""
     workload, price, host, horizon = from_inputs(inputs)
-    outcome_ = compare(workload, price, host, horizon, inputs["api_engineer_fte"], inputs["monitoring_usd_per_month"])
-    even = break_even_volume(workload, price, host, horizon, inputs["api_engineer_fte"])
+    outcome_ = outcome(inputs)
+    even = break_even(inputs)
     values = {
         "api model": price.model, "api input usd per 1M": price.input, "api output usd per 1M": price.output,
         "price snapshot": snapshot_age()[0].isoformat(), "self-host gpu": host.gpu, "self-host model": host.model,

@@ -35,6 +35,19 @@ def passes(check, *args) -> bool:
         return False
 
 
+def shown(value, width: int = 60) -> str:
+    """A learner's value in one short line for a check's message: a table or an array by its kind and size (its
+    printout would fill several lines), anything else by its repr, cut to ``width`` characters."""
+    kind = type(value).__name__
+    module = type(value).__module__.split(".")[0]
+    if module in ("pandas", "numpy", "torch") and hasattr(value, "shape"):
+        shape = tuple(value.shape)
+        size = f"{shape[0]} value{'s' if shape[0] != 1 else ''}" if len(shape) == 1 else f"shape {shape}"
+        return f"a {module} {kind} of {size} (one number is wanted: pick it out)" if shape else f"a {module} {kind}"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def not_done(*values) -> bool:
     return any(value is ... for value in values)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from . import NOT_DONE, first_match, guarded, is_number, near, not_done
+from . import NOT_DONE, first_match, guarded, is_number, near, not_done, shown
 
 Q1_WORKLOAD = (2_000_000, 900, 250)  # conversations a month, input and output tokens per conversation
 Q1_MODEL = "gpt-4o-mini"
@@ -31,7 +31,7 @@ def q1(my_monthly_api_fees) -> str | None:
     if not_done(value):
         return f"{NOT_DONE}: set my_monthly_api_fees"
     if not is_number(value) or value <= 0:
-        return f"a positive number of USD, got {value!r}"
+        return f"a positive number of USD, got {shown(value)}"
     expected = q1_expected()
     if near(value, expected, 1e-4):
         return None
@@ -51,10 +51,31 @@ def q1(my_monthly_api_fees) -> str | None:
     ], rel=1e-3)
     if message:
         return message
-    others = [model for model in _tco().api_prices() if model != Q1_MODEL]
+    tco = _tco()
+    inputs = tco.default_inputs()
+    staff = inputs["api_engineer_fte"] * inputs["engineer_cost_per_year"] / 12
+    lesson_workload, *_ = tco.from_inputs(inputs)
+    message = first_match(value, [
+        (expected + staff + inputs["monitoring_usd_per_month"],
+         "that adds the lesson's staff and monitoring: the exercise asks for the API fees alone"),
+        (expected + staff, "that adds the lesson's staff: the exercise asks for the API fees alone"),
+        (expected + inputs["monitoring_usd_per_month"], "that adds monitoring: the exercise asks for the API fees alone"),
+        (conversations * (tokens_in + tokens_out) * price.blended() / 1e6,
+         "that uses a blended price (3 input : 1 output): bill the input and output tokens each at their own price"),
+        (conversations * (tokens_in + tokens_out) * (price.input + price.output) / 2 / 1e6,
+         "that averages the two prices: bill the input and output tokens each at their own price"),
+        (tco.api_cost(lesson_workload, Q1_MODEL).monthly["API fees"],
+         "that is the lesson's workload (the desk's 10M conversations): use this team's volume and tokens"),
+        (tco.api_cost(lesson_workload, inputs["api_model"]).monthly["API fees"],
+         "that is the lesson's example (the desk on GPT-4o): this team, its workload and its model"),
+    ], rel=1e-3)
+    if message:
+        return message
+    others = [model for model in tco.api_prices() if model != Q1_MODEL]
     if any(near(value, q1_expected(model), 1e-4) for model in others):
         return f"that is another model's price: the team is on {Q1_MODEL}"
     scenario_like = [q1_expected(Q1_MODEL, (conversations, i, o)) for i, o in ((1200, 300), (tokens_out, tokens_in))]
+    scenario_like.append(q1_expected(Q1_MODEL, (conversations, lesson_workload.input_tokens, lesson_workload.output_tokens)))
     if any(near(value, other, 1e-4) for other in scenario_like):
         return "use this team's tokens per conversation: 900 input and 250 output"
     return f"not {Q1_MODEL}'s monthly fees for this workload: check the volume, both token counts and the units (USD per 1M tokens)"
@@ -78,7 +99,7 @@ def q2(mini_break_even) -> str | None:
     if value is None:
         return None if expected is None else "self-hosting does win above some volume here: find it with tco.break_even_volume"
     if not is_number(value) or value <= 0:
-        return f"a volume in conversations per month, or None, got {value!r}"
+        return f"a volume in conversations per month, or None, got {shown(value)}"
     if expected is not None and near(value, expected, 0.01):
         return None
     lesson = q2_expected(_tco().default_inputs()["api_model"])
@@ -113,9 +134,9 @@ def q3(biggest_lever, biggest_swing) -> str | None:
     if not_done(biggest_lever, biggest_swing):
         return f"{NOT_DONE}: set biggest_lever and biggest_swing"
     if not isinstance(biggest_lever, str) or biggest_lever not in Q3_RANGES:
-        return f"biggest_lever is one of the three input names ({', '.join(Q3_RANGES)}), got {biggest_lever!r}"
+        return f"biggest_lever is one of the three input names ({', '.join(Q3_RANGES)}), got {shown(biggest_lever)}"
     if not is_number(biggest_swing) or biggest_swing <= 0:
-        return f"a swing is a positive amount of USD, got {biggest_swing!r}"
+        return f"a swing is a positive amount of USD, got {shown(biggest_swing)}"
     frame = q3_tornado()
     top, swing = frame.index[0], float(frame["swing"].iloc[0])
     if biggest_lever != top:

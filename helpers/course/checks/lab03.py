@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from . import NOT_DONE, first_match, guarded, is_number, near, not_done
+from . import NOT_DONE, first_match, guarded, is_number, near, not_done, shown
 from ..feedback import stub_result
 
 Q1 = {"model": "qwen2.5-1.5b", "r": 8, "targets": ("q_proj", "v_proj")}
@@ -41,7 +41,7 @@ def q1(lora_params) -> str | None:
     if not_done(lora_params):
         return f"{NOT_DONE}: set lora_params"
     if not isinstance(lora_params, int) or isinstance(lora_params, bool) or lora_params <= 0:
-        return f"a positive whole number of parameters, got {lora_params!r}"
+        return f"a positive whole number of parameters, got {shown(lora_params)}"
     expected = q1_expected()
     if lora_params == expected:
         return None
@@ -54,8 +54,10 @@ def q1(lora_params) -> str | None:
         (q1_expected(targets=("v_proj",)), "that counts v_proj only: q_proj is adapted too"),
         (q1_expected(r=16), "that is rank 16: the exercise asks for rank 8"),
         (expected / 2, "each adapted matrix adds r x (d_in + d_out): both the A and the B matrix"),
-        (spec.layers * r * (h * spec.heads * spec.head_dim + h * spec.kv_heads * spec.head_dim) / 8,
-         "r x (d_in + d_out), not r x d_in x d_out: LoRA's matrices are thin"),
+        (spec.layers * r * (h * spec.heads * spec.head_dim + h * spec.kv_heads * spec.head_dim),
+         "that multiplies r by d_in and d_out: LoRA's two matrices are thin (d_in x r and r x d_out), their sizes add"),
+        (spec.layers * (h * spec.heads * spec.head_dim + h * spec.kv_heads * spec.head_dim),
+         "that is the size of the adapted matrices themselves: LoRA adds two thin matrices beside each one"),
     ], rel=1e-9)
     if message:
         return message
@@ -70,7 +72,7 @@ def q2(json_gain, category_after_low, zero_shot, after) -> str | None:
         return f"{NOT_DONE}: set json_gain and category_after_low"
     for name, value in (("json_gain", json_gain), ("category_after_low", category_after_low)):
         if not is_number(value):
-            return f"{name} is a number, got {value!r}"
+            return f"{name} is a number, got {shown(value)}"
     before_json, after_json = float(zero_shot.loc["valid JSON", "rate"]), float(after.loc["valid JSON", "rate"])
     expected = after_json - before_json
     if not near(json_gain, expected, 1e-9, 1e-9):
@@ -120,6 +122,12 @@ def q3(mask_prompt) -> str | None:
         return "off by one: exactly prompt_length tokens are masked"
     if got != [-100, -100, 7, 8]:
         return "mask exactly the first prompt_length tokens with -100 and keep the rest"
+    # real sequences repeat ids (the chat template's markers, common words): masking by value instead of by position
+    # passes the probe above, whose ids are all different
+    repeated = mask_prompt([5, 9, 5, 9, 7, 5], 2)
+    if list(repeated) != [-100, -100, 5, 9, 7, 5]:
+        return ("with repeated token ids the labels go wrong: mask by position (the first prompt_length places), "
+                "not by which ids appear in the prompt")
     if list(mask_prompt([1, 2, 3], 0)) != [1, 2, 3]:
         return "with prompt_length 0 nothing is masked"
     if list(mask_prompt([1, 2, 3], 3)) != [-100, -100, -100]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from . import NOT_DONE, first_match, guarded, is_number, near, not_done
+from . import NOT_DONE, first_match, guarded, is_number, near, not_done, shown
 
 SENT = 100.00  # the request left at t = 100.00 s
 STREAM = (100.42, 100.47, 100.53, 100.58, 100.71, 100.76)  # arrival times of its 6 tokens
@@ -38,7 +38,7 @@ def q1(ttft, tpot, itl) -> str | None:
         return f"{NOT_DONE}: set ttft, tpot and itl"
     first, last, tokens = STREAM[0], STREAM[-1], len(STREAM)
     if not is_number(ttft):
-        return f"ttft is a number of seconds, got {ttft!r}"
+        return f"ttft is a number of seconds, got {shown(ttft)}"
     if not near(ttft, first - SENT, 1e-9, 1e-9):
         message = first_match(ttft, [(first, "TTFT is a duration: the first token's arrival minus the time the request was sent"),
                                      (1000 * (first - SENT), "in seconds, not milliseconds"),
@@ -58,7 +58,7 @@ def q1(ttft, tpot, itl) -> str | None:
     if not all(near(g, e, 1e-6, 1e-9) for g, e in zip(itl, gaps)):
         return "each gap is a token's arrival minus the previous token's"
     if not is_number(tpot):
-        return f"tpot is a number of seconds, got {tpot!r}"
+        return f"tpot is a number of seconds, got {shown(tpot)}"
     expected = (last - first) / (tokens - 1)
     if near(tpot, expected, 1e-9, 1e-12):
         return None
@@ -84,9 +84,9 @@ def q2(best_concurrency, best_goodput, load_records) -> str | None:
         return f"{NOT_DONE}: set best_concurrency and best_goodput"
     levels = sorted({r.concurrency for r in load_records})
     if best_concurrency not in levels or isinstance(best_concurrency, bool):
-        return f"one of the levels you swept: {levels}, got {best_concurrency!r}"
+        return f"one of the levels you swept: {levels}, got {shown(best_concurrency)}"
     if not is_number(best_goodput) or best_goodput < 0:
-        return f"goodput is requests per second, never negative: got {best_goodput!r}"
+        return f"goodput is requests per second, never negative: got {shown(best_goodput)}"
     strict = _goodput(load_records, **TARGET)
     goodput = strict["goodput requests/s"]
     best = float(goodput.max())
@@ -119,7 +119,7 @@ def q3(predicted_speedup, why_not) -> str | None:
     if not_done(predicted_speedup, why_not):
         return f"{NOT_DONE}: set predicted_speedup and why_not"
     if not is_number(predicted_speedup) or predicted_speedup <= 0:
-        return f"a speed-up is a positive ratio, got {predicted_speedup!r}"
+        return f"a speed-up is a positive ratio, got {shown(predicted_speedup)}"
     expected = q3_expected()
     if not near(predicted_speedup, expected, 0.005):
         message = first_match(predicted_speedup, [

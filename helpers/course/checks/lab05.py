@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from . import NOT_DONE, first_match, guarded, is_number, near, not_done
+from . import NOT_DONE, first_match, guarded, is_number, near, not_done, shown
 from ..feedback import stub_result
 
 CONVERSATIONS = 10_000_000
@@ -67,7 +67,7 @@ def q1(my_rule) -> str | None:
         return f"one [[rules]] entry, got {len(rules)}"
     rule, raw = rules[0], data["rules"][0]
     if rule.route != "paid":
-        return f'route it to the paid API (route = "paid"), got {rule.route!r}'
+        return f'route it to the paid API (route = "paid"), got {shown(rule.route)}'
     missed = [m for m in RULE_MUST_MATCH if not rule.matches(m)]
     if missed:
         if isinstance(raw.get("contains"), str) and "," in raw["contains"]:
@@ -88,7 +88,7 @@ def q2(monthly_api_bill, paid_rows, prices) -> str | None:
     if not_done(monthly_api_bill):
         return f"{NOT_DONE}: set monthly_api_bill"
     if not is_number(monthly_api_bill) or monthly_api_bill <= 0:
-        return f"a bill in USD, above zero: got {monthly_api_bill!r}"
+        return f"a bill in USD, above zero: got {shown(monthly_api_bill)}"
     tokens_in, tokens_out = float(paid_rows["tokens_in"].mean()), float(paid_rows["tokens_out"].mean())
     price_in, price_out = float(prices[0]), float(prices[1])
     paid = PAID_SHARE * CONVERSATIONS

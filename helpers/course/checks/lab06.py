@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from . import NOT_DONE, first_match, guarded, is_number, near, not_done
+from . import NOT_DONE, first_match, guarded, is_number, near, not_done, shown
 
 
 def _summary(frame) -> str | None:
@@ -28,7 +28,7 @@ def q1(hybrid_proportional, why_memo_differs, summary) -> str | None:
     if not_done(hybrid_proportional, why_memo_differs):
         return f"{NOT_DONE}: set hybrid_proportional and why_memo_differs"
     if not is_number(hybrid_proportional):
-        return f"hybrid_proportional is an amount of USD a month, got {hybrid_proportional!r}"
+        return f"hybrid_proportional is an amount of USD a month, got {shown(hybrid_proportional)}"
     share = float(summary.attrs["paid_share"])
     api, local = float(summary.loc["all-API", "median"]), float(summary.loc["self-hosted", "median"])
     expected = share * api + (1 - share) * local
