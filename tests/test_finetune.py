@@ -6,7 +6,7 @@ import pytest
 
 from helpers import finetune as ft
 from helpers.catalog import get_model
-from helpers.errors import DataError
+from helpers.errors import DataError, InputError
 from helpers.paths import DATASETS
 
 
@@ -345,3 +345,55 @@ def test_a_baseline_that_cannot_write_json_still_scores_on_the_lenient_category(
     spec = get_model("smollm2-135m")
     evidence = ft.claims.check_c9(spec, 4_884_480, table, table)["evidence"]
     assert "category named (lenient" in evidence and "50% before" in evidence
+
+
+def _row(category, priority="low", product="app", personal=False, human=False, message="m"):
+    return {"message": message, "target": {"category": category, "priority": priority, "product": product,
+                                           "personal_data": personal, "needs_human": human}}
+
+
+def test_why_the_untuned_model_scores_zero_is_read_off_its_replies():
+    rows = [_row("refund"), _row("billing"), _row("shipping")]
+    replies = ["Sure! This is a refund request.", '{"category": "billing"}', "I cannot tell"]
+    text = ft.untuned_reading(replies, rows)
+    assert text.startswith("0 of 3 replies parse as JSON with the five fields (1 contain a brace at all)")
+    assert "2 of 3 name the right category" in text and "'Sure! This is a refund request.'" in text
+
+
+def test_a_text_classifier_baseline_learns_from_the_training_rows_and_scores_like_a_model():
+    """The baseline that can score: trained on the training rows only, its guesses are the schema's JSON, so evaluate()
+    scores them; on messages made of its training words it gets the fields right, and it never sees the test targets."""
+    words = {"refund": "money back refund please", "shipping": "parcel late delivery tracking", "billing": "invoice charged twice"}
+    train = [_row(c, priority="high" if c == "shipping" else "low", personal=c == "billing", message=f"{text} {i}")
+             for i in range(6) for c, text in words.items()]
+    test = [_row("refund", message="I want my money back"), _row("shipping", priority="high", message="where is my parcel"),
+            _row("billing", personal=True, message="the invoice charged me twice")]
+    guesses = ft.text_classifier_baseline(train, test)
+    table = ft.evaluate(guesses, test)
+    assert table.loc["valid JSON", "rate"] == 1.0 and table.loc["category", "rate"] == 1.0 and table.loc["exact match", "rate"] == 1.0
+    wrong = [dict(r, target=dict(r["target"], category="refund")) for r in test]  # targets on the test rows are never read
+    assert ft.text_classifier_baseline(train, wrong) == guesses
+    with pytest.raises(InputError, match="training rows"):
+        ft.text_classifier_baseline([], test)
+
+
+def test_versus_says_ahead_behind_or_within_the_noise():
+    import pandas as pd
+
+    after = pd.DataFrame({"rate": [0.9, 0.5, 0.2], "low": [0.8, 0.3, 0.1], "high": [0.95, 0.7, 0.3]}, index=["category", "priority", "product"])
+    base = pd.DataFrame({"rate": [0.5, 0.55, 0.8], "low": [0.4, 0.35, 0.7], "high": [0.6, 0.75, 0.9]}, index=["category", "priority", "product"])
+    lines = ft.versus(after, base)
+    assert lines[0].endswith("ahead beyond both intervals") and lines[1].endswith("within the noise (the intervals overlap)")
+    assert lines[2].endswith("behind beyond both intervals") and len(lines) == 3  # exact match absent: skipped
+    c12 = ft.claims.check_c12(after.assign(**{}), after, after.assign(rate=[0.9, 0.5, 0.2]),
+                              type("P", (), {"model": "m"})(), baseline=base)
+    assert "text classifier" in c12["evidence"] and "ahead of a plain text classifier" in c12["verdict"]
+
+
+@pytest.mark.parametrize("stopped, says", [(100 * [True], "passes, beyond its interval"),
+                                           (31 * [True] + [False], "passes on the point estimate, not yet beyond"),
+                                           (28 * [True] + 4 * [False], "fails")])
+def test_the_stop_bar_is_passed_beyond_the_interval_or_on_the_point_estimate(stopped, says):
+    replies = ft.Predictions(["x"] * len(stopped))
+    replies.stopped = stopped
+    assert says in ft.stop_sentence(ft.stop_share(replies))

@@ -80,7 +80,7 @@ def check_c11(result, spec, rows: int, epochs: int = 3, corpus_tokens: float = 5
     return {"verdict": verdict, "evidence": evidence, "task_minutes": task_minutes, "corpus_hours": corpus_hours}
 
 
-def check_c12(zero_shot, few_shot, after, plan, your_after_low: float | None = None) -> dict:
+def check_c12(zero_shot, few_shot, after, plan, your_after_low: float | None = None, baseline=None) -> dict:
     """C12: a fine-tuned small open model can beat much larger general models on a narrow domain.
 
     No much larger model runs on the CPU tier, so the verdict tests the half this lab measures: does the
@@ -101,9 +101,16 @@ def check_c12(zero_shot, few_shot, after, plan, your_after_low: float | None = N
                 f"few-shot {few_shot.loc[metric, 'rate']:.0%} (upper bound {few_high:.0%}), after LoRA "
                 f"{after.loc[metric, 'rate']:.0%} (lower bound {low:.0%}{', your exercise 2' if your_after_low is not None else ''}); "
                 "no larger general model was run in this lab")
+    against = ""
+    if baseline is not None and "category" in baseline.index:
+        b, a = baseline.loc["category"], after.loc["category"]
+        against = ("ahead of" if a["low"] > b["high"] else "behind" if a["high"] < b["low"] else "level with (intervals overlap)")
+        evidence += (f"; a text classifier trained on the same rows (no language model): category {b['rate']:.0%} "
+                     f"({b['low']:.0%}-{b['high']:.0%}) vs the tuned model's {a['rate']:.0%} ({a['low']:.0%}-{a['high']:.0%})")
+        against = f"; on strict category accuracy it is {against} a plain text classifier trained on the same rows"
     if beats:
-        verdict = ("holds in part: the tuned model beats its own untuned self beyond the intervals; "
-                   "against a much larger general model, see Lab 04 (published scores) and the GPU tier")
+        verdict = ("holds in part: the tuned model beats its own untuned self beyond the intervals" + against +
+                   "; against a much larger general model, see Lab 04 (published scores) and the GPU tier")
     else:
-        verdict = "does not hold here: the tuned model does not clearly beat even its own untuned self"
-    return {"verdict": verdict, "evidence": evidence, "beats_untuned": beats}
+        verdict = "does not hold here: the tuned model does not clearly beat even its own untuned self" + against
+    return {"verdict": verdict, "evidence": evidence, "beats_untuned": beats, "versus_classifier": against}

@@ -551,7 +551,80 @@ def stop_share(predictions: Predictions) -> dict:
     n, k = len(stopped), sum(stopped)
     low, high = wilson_interval(k, n)
     return {"stopped": k, "n": n, "share": k / n if n else float("nan"), "low": low, "high": high,
-            "passes": bool(n and k / n >= STOP_BAR)}
+            "passes": bool(n and k / n >= STOP_BAR), "passes beyond interval": bool(n and low >= STOP_BAR)}
+
+
+def stop_sentence(stops: dict) -> str:
+    """:func:`stop_share`'s result in the words the memo uses for a bar: beyond the interval, on the point estimate
+    only (the interval still reaches below the bar), or failing."""
+    said = (f"replies that end with the end-of-turn token before the token limit: {stops['stopped']} of {stops['n']} "
+            f"({stops['share']:.0%}, 95% interval {stops['low']:.0%} to {stops['high']:.0%}); the bar is {STOP_BAR:.0%}: ")
+    if stops["passes beyond interval"]:
+        return said + "passes, beyond its interval"
+    if stops["passes"]:
+        return said + "passes on the point estimate, not yet beyond its interval (more test rows would tell)"
+    return said + "fails: check that the training labels end with the end-of-turn token"
+
+
+def untuned_reading(replies: list[str], rows: list[dict]) -> str:
+    """Why the untuned model scores what it scores: how many replies parse as the schema's JSON, how many name the right
+    category anywhere, and one reply as the model wrote it (sentences computed from the replies)."""
+    verdicts = row_verdicts(replies, rows)
+    n = len(rows)
+    parsed = sum(v["valid JSON"] for v in verdicts)
+    with_brace = sum("{" in reply for reply in replies)
+    named = sum(v[LENIENT] for v in verdicts)
+    example = next((reply for reply, v in zip(replies, verdicts) if not v["valid JSON"]), replies[0] if replies else "")
+    example = " ".join(example.split())
+    return (f"{parsed} of {n} replies parse as JSON with the five fields ({with_brace} contain a brace at all), and every "
+            f"strict metric needs that parse, so a reply that is not the schema's JSON is wrong on every field. "
+            f"{named} of {n} name the right category somewhere in their text (the lenient row). "
+            f"One reply, as the model wrote it: {example[:160]!r}{'...' if len(example) > 160 else ''}")
+
+
+BASELINE_NAME = "text classifier (TF-IDF)"
+
+
+def text_classifier_baseline(train_rows: list[dict], rows: list[dict]) -> list[str]:
+    """A baseline that can score, with no language model: TF-IDF features of the message (words and word pairs) and one
+    logistic regression per field, trained on the same training rows; its predictions come back as the schema's JSON,
+    so :func:`evaluate` scores them like the model's replies. If a tuned model cannot beat this, its gain over its
+    untuned self says little."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    if not train_rows:
+        raise InputError("the text classifier needs training rows", fix="pass the training split (ft.load_tickets('train'))")
+    texts = [row["message"] for row in train_rows]
+    predicted: list[dict] = [{} for _ in rows]
+    for field in FIELDS:
+        labels = [json.dumps(row["target"][field]) for row in train_rows]  # true/false and strings alike
+        if len(set(labels)) == 1:
+            guesses = labels[:1] * len(rows)
+        else:
+            model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
+                                  LogisticRegression(max_iter=2000, C=10.0))
+            model.fit(texts, labels)
+            guesses = list(model.predict([row["message"] for row in rows]))
+        for target, guess in zip(predicted, guesses):
+            target[field] = json.loads(guess)
+    return [target_json(target) for target in predicted]
+
+
+def versus(after, baseline, metrics=("category", "priority", "product", "exact match"), name: str = BASELINE_NAME) -> list[str]:
+    """Per metric, the tuned model against a baseline on the same rows: ahead or behind beyond both 95 % intervals,
+    or within the noise (the intervals overlap)."""
+    lines = []
+    for metric in metrics:
+        if metric not in after.index or metric not in baseline.index:
+            continue
+        a, b = after.loc[metric], baseline.loc[metric]
+        said = ("ahead beyond both intervals" if a["low"] > b["high"] else "behind beyond both intervals" if a["high"] < b["low"]
+                else "within the noise (the intervals overlap)")
+        lines.append(f"{metric}: tuned {a['rate']:.0%} ({a['low']:.0%}-{a['high']:.0%}) vs {name} {b['rate']:.0%} "
+                     f"({b['low']:.0%}-{b['high']:.0%}): {said}")
+    return lines
 
 
 def shared_prefix_length(rows: list[list[int]]) -> int:
@@ -839,7 +912,7 @@ def run_settings(plan) -> RunSettings:
                        qlora_steps=600, qlora_batch_size=rows, gguf_rows=100)
 
 
-def key_results(result: TrainResult, before, after) -> tuple[dict[str, float], dict[str, str]]:
+def key_results(result: TrainResult, before, after, baseline=None) -> tuple[dict[str, float], dict[str, str]]:
     """What Lab 03 saves for the later labs (``helpers.results``): the training run's speed and memory, and
     the before/after accuracy with intervals (Lab 04 re-measures quality; the capstone quotes the gain)."""
     values = {"training steps": result.steps, "training seconds": result.seconds, "training tokens/s": result.tokens_per_s,
@@ -849,7 +922,9 @@ def key_results(result: TrainResult, before, after) -> tuple[dict[str, float], d
     for metric in ("valid JSON", "category", LENIENT, "product", "exact match"):
         if metric not in before.index or metric not in after.index:
             continue
-        for name, frame in (("before", before), ("after", after)):
+        for name, frame in (("before", before), ("after", after), ("baseline", baseline)):
+            if frame is None or metric not in frame.index:
+                continue
             for column in ("rate", "low", "high"):
                 values[f"{metric} {name} {column}"] = float(frame.loc[metric, column])
     return values, units

@@ -352,6 +352,19 @@ def gpu_results():
     return pd.read_csv(path) if path.exists() else None
 
 
+RECORDED_VIEW = {"hardware": "GPU", "precision": "precision", "cache": "KV cache", "weights_gb_measured": "weights GB",
+                 "peak_allocated_gb": "peak GB", "time_to_first_token_s": "TTFT s", "decode_tokens_per_s": "decode tokens/s",
+                 "pct_of_roofline": "% of roofline", "date": "date"}
+
+
+def recorded_view(recorded):
+    """The recorded GPU rows as a reader compares them: one row per model, precision and cache, the columns that
+    answer "how fast, how big, whose run" (the CSV keeps every column for the scripts)."""
+    columns = [c for c in RECORDED_VIEW if c in recorded.columns]
+    view = recorded.set_index("model")[columns].rename(columns=RECORDED_VIEW)
+    return view.round({"weights GB": 2, "peak GB": 2, "TTFT s": 3, "decode tokens/s": 1, "% of roofline": 1})
+
+
 def decode_gap(recorded) -> list[str]:
     """Where batch-1 decode loses time on the GPU, from the recorded rows: the same weights read per token,
     the dynamic vs the compiled static cache (sentences computed from the rows, for Lab 02)."""
@@ -382,11 +395,30 @@ def plot_memory(table, model: str, context: int, ax=None):
     overhead = [e.overhead_gb for e in parts]
     ax.bar(names, weights, label="weights (predicted)")
     ax.bar(names, kv, bottom=weights, label=f"KV cache at {context} tokens")
-    ax.bar(names, overhead, bottom=[w + k for w, k in zip(weights, kv)], label="activations")
+    # the estimator's "overhead GB" column: activations and buffers (and, on a GPU, the CUDA context)
+    ax.bar(names, overhead, bottom=[w + k for w, k in zip(weights, kv)], label="overhead (activations, buffers)")
     ax.scatter(names, table["weights GB measured"], color="black", zorder=3, label="weights measured")
     ax.set(ylabel="GB", title=f"{model}: memory per precision")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
+    ax.figure.set_layout_engine("constrained")
     return ax
+
+
+def load_memory_sentence(table, low: str = "nf4", high: str = "bf16") -> str:
+    """What this run's table says about memory while loading a bitsandbytes precision against a 16-bit one: the
+    sentence follows the measured growth of the process, whichever way it went."""
+    if low not in table.index or high not in table.index:
+        return f"(this run has no {low} and {high} rows to compare while loading)"
+    grew = {name: float(table.loc[name, "RSS growth GB"]) for name in (low, high)}
+    weights = {name: float(table.loc[name, "weights GB measured"]) for name in (low, high)}
+    start = (f"Loading {low} grew this process by {grew[low]:.2f} GB and {high} by {grew[high]:.2f} GB, while {low}'s "
+             f"weights are {weights[low] / weights[high]:.2f}x {high}'s ({weights[low]:.2f} vs {weights[high]:.2f} GB)")
+    if grew[low] >= grew[high]:
+        return (start + f": bitsandbytes reads the weights in 16-bit and quantizes them after, so the peak while loading "
+                f"{low} is not lower than {high}'s. Plan memory for the load, not only for the weights that stay.")
+    return (start + f": here the load of {low} grew the process less than {high}'s. Growth after loading is not the peak "
+            "during it, and the allocator keeps memory freed by the previous precision, so measure the load where memory "
+            "is tight.")
 
 
 def plot_speed_and_quality(table, axes=None):
@@ -398,7 +430,8 @@ def plot_speed_and_quality(table, axes=None):
     axes[0].bar(names, table["roofline tokens/s"], color="lightgrey", label="roofline (bandwidth / weight bytes)")
     axes[0].bar(names, table["decode tokens/s"], color="tab:blue", label="measured decode")
     axes[0].set(ylabel="tokens/s", yscale="log", title="Speed vs the memory roofline")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)  # below the bars, not on them
+    axes[0].figure.set_layout_engine("constrained")
     axes[1].bar(names, table["perplexity"], color="tab:orange")
     axes[1].set(ylabel="perplexity on the held-out article (lower is better)", title="What quantization costs")
     return axes
