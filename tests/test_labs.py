@@ -101,3 +101,42 @@ def test_lesson_shape(lab):
     long_cells = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "code"
                   and not c.source.startswith(course.SETUP_MARKER) and len(c.source.splitlines()) > 15]
     assert long_cells == [], "keep notebook cells short: move logic into helpers/"
+
+
+def test_kit_lab_takes_a_port_and_refuses_a_bad_one():
+    """`bash kit lab --port N` was silently ignored (JupyterLab started on 8888): the port asked for, or a clear error."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    bad = subprocess.run(["bash", "kit", "lab", "--port", "eighty"], cwd=root, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--port takes a number" in bad.stderr
+    odd = subprocess.run(["bash", "kit", "lab", "--prot", "8890"], cwd=root, capture_output=True, text=True, timeout=60)
+    assert odd.returncode == 2 and "--headless and --port N" in odd.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lab = subprocess.Popen(["bash", "kit", "lab", "--headless", "--port", str(port)], cwd=root,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=5) as response:
+                    assert b"version" in response.read()
+                break
+            except OSError:
+                assert lab.poll() is None and time.monotonic() < deadline, "JupyterLab did not answer on the port asked for"
+                time.sleep(1)
+    finally:
+        import os
+        import signal
+
+        os.killpg(lab.pid, signal.SIGTERM)
+        try:
+            lab.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(lab.pid, signal.SIGKILL)
