@@ -57,7 +57,7 @@ def show_environment() -> None:
 
 def readable_tables() -> None:
     """Tables wrap instead of cutting cells with "…" (a model name, a reason, a risk): pandas shows every column and
-    whole cell texts in the notebooks."""
+    whole cell texts in the notebooks; and no table's dollar amounts are typeset as maths."""
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover - pandas is a kit dependency
@@ -65,3 +65,7 @@ def readable_tables() -> None:
     pd.set_option("display.max_colwidth", None)
     pd.set_option("display.max_columns", None)
     pd.set_option("display.width", 200)
+    # money is written with "$": JupyterLab's MathJax read "$74,265 ($30,497-$166,370)" as inline maths (italic, the
+    # dollar signs gone); these options mark every table (DataFrame and Styler) for MathJax to leave alone
+    pd.set_option("display.html.use_mathjax", False)
+    pd.set_option("styler.html.mathjax", False)

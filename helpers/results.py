@@ -73,8 +73,8 @@ def save(lab: str | int, values: dict[str, float | int | str | bool], units: dic
          plan=None, path: Path | None = None) -> dict:
     """Save ``values`` (name -> number or short text) under ``lab``; a name saved again is replaced.
 
-    ``plan`` (the lab's plan) records the tier and hardware next to each value, so a later lab can
-    say where a number came from. The file is replaced atomically: a crash never leaves half a file.
+    ``plan`` (the lab's plan) records the tier, hardware and model next to each value, so a later lab (and the memo)
+    can say what a number was measured on. The file is replaced atomically: a crash never leaves half a file.
     """
     key = _lab_key(lab)
     units = units or {}
@@ -89,7 +89,7 @@ def save(lab: str | int, values: dict[str, float | int | str | bool], units: dic
             raise InputError(f"result {name!r} is {value}", fix="save a finite number (check the measurement that produced it)")
         entry = {"value": value, "unit": units.get(name, ""), "recorded": now}
         if plan is not None:
-            entry.update(tier=plan.tier, hardware=plan.hardware)
+            entry.update(tier=plan.tier, hardware=plan.hardware, model=plan.model)
         entries[name] = entry
     path = path or results_path()
     with exclusive(path):  # read, update, replace: one writer at a time, readers never see half a file

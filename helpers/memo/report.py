@@ -30,10 +30,10 @@ INPUTS = [
     ("01", "api usd per month", "all-API bill a month (Lab 01's model)", "usd"),
     ("01", "self-host usd per month", "self-hosting a month (Lab 01's model)", "usd"),
     ("01", "break-even conversations per month", "break-even volume (conversations a month)", "count"),
-    ("03", "category after rate", "triage accuracy after LoRA, held-out tickets", "share"),
+    ("03", "category after rate", "triage accuracy after fine-tuning, held-out tickets", "share"),
     ("03", "category after low", "  its 95% interval, low", "share"),
     ("03", "category after high", "  its 95% interval, high", "share"),
-    ("04", "measured efficiency", "share of the bandwidth roofline reached", "share"),
+    ("04", "measured efficiency", "share of the hardware's memory speed the model reached", "share"),
     ("04", "server ttft p50 s", "local server TTFT p50", "s"),
     ("04", "server tpot p50 s", "local server TPOT p50", "s"),
     ("05", "served model", "model Lab 05 deployed", "text"),
@@ -55,7 +55,7 @@ INPUTS = [
     ("05", "pii values to paid API (undetected kinds)", "personal data reaching the paid API: kinds it cannot detect", "count"),
     ("05", "usd per month: hybrid at Lab 01's size: API share + local hosting", "hybrid a month (Lab 05, at Lab 01's size)", "usd"),
     ("05", "paid upstream", "paid upstream in Lab 05", "text"),
-    ("05", "fleet spare", "spare GPUs kept so the peak holds with one down (N+1, Lab 05's fleet)", "count"),
+    ("05", "fleet spare", "spare GPUs kept so the busiest hour holds with one GPU down (Lab 05's fleet)", "count"),
     ("05", "fleet failover lost", "requests lost when a replica died (Lab 05's fleet drill)", "count"),
     ("05", "fleet rejoin s", "seconds until the killed replica served again (Lab 05's fleet drill)", "s"),
 ]
@@ -71,6 +71,20 @@ def money(value) -> str:
 
 def percent(value) -> str:
     return "-" if _missing(value) else f"{100 * value:.0f}%"
+
+
+def percent_against(value, bar: float | None) -> str:
+    """A share as a whole percentage, with as many decimals as it takes never to round it onto (or across) the bar:
+    84.6 % against an 85 % bar is shown as 84.6 %, not 85 %."""
+    if _missing(value):
+        return "-"
+    if bar is None or value == bar:
+        return percent(value)
+    for digits in (0, 1, 2, 3):
+        shown = round(100 * value, digits)
+        if (shown - 100 * bar) * (value - bar) > 0:  # same side of the bar as the value itself
+            return f"{shown:.{digits}f}%"
+    return f"{100 * value:.4f}%"
 
 
 def show(value, kind: str) -> str:
@@ -96,13 +110,13 @@ def _missing(value) -> bool:
 def _source(lab: str, name: str, entry: dict | None, store: dict) -> str:
     if entry is None:
         if not store.get(lab):
-            return f"missing: run Lab {lab} to the end"
+            return f"missing: Lab {lab} measures it, and its results were not found"
         if lab == "05" and (name.startswith("paid accuracy") or name.startswith("all accuracy")):
             status = str(store[lab].get("paid accuracy status", {}).get("value", ""))
-            why = ("the paid API was the kit's stand-in" if "stand-in" in status else status or "the paid route answered nothing")
+            why = ("the paid API was the course's simulated one" if "stand-in" in status else status or "the paid route answered nothing")
             return f"not measured in your Lab 05 run: {why}"
-        return f"not measured in your Lab {lab} run (an older run, or nothing to measure): re-run Lab {lab} to the end"
-    mine = f"your Lab {lab}, {entry.get('tier', '?')} tier, {str(entry.get('recorded', '?'))[:10]}"
+        return f"not measured in your Lab {lab} run (an older run of it, or nothing to measure)"
+    mine = f"your Lab {lab}, {run_words(entry)}, {str(entry.get('recorded', '?'))[:10]}"
     if (lab, name) == ("04", "measured efficiency"):
         where = str(store.get("04", {}).get("measured efficiency source", {}).get("value", ""))
         if where.startswith("recorded"):
@@ -113,8 +127,44 @@ def _source(lab: str, name: str, entry: dict | None, store: dict) -> str:
     if lab == "05" and name.startswith("paid") and "latency" in name:
         upstream = str(store.get("05", {}).get("paid upstream", {}).get("value", "stand-in"))
         if not upstream.startswith("measured"):
-            return f"published figure via the stand-in in your Lab 05 ({upstream})"
+            return f"a published figure replayed by the course's simulated API in your Lab 05 ({simulated_words(upstream)})"
     return mine
+
+
+def simulated_words(provenance: str) -> str:
+    """The simulated paid API's provenance without the developer's instruction that follows it."""
+    return provenance.split("; set ")[0].replace("stand-in calibrated to", "calibrated to")
+
+
+def model_words(key: str | None) -> str:
+    """A catalog key as a reader knows the model: its published name (``smollm2-135m`` -> SmolLM2-135M-Instruct)."""
+    if not key:
+        return "the lab's model"
+    try:
+        from ..catalog import get_model
+
+        return get_model(str(key)).hub_id.split("/")[-1]
+    except Exception:  # noqa: BLE001 - a folder or an unknown key: said as it was saved
+        return str(key)
+
+
+def machine_words(hardware: str | None) -> str:
+    """The plan's hardware line in a manager's words: "a 2-core x86_64 CPU, no GPU" or the GPU's name."""
+    import re
+
+    text = str(hardware or "")
+    if text.startswith("CPU only"):
+        cores = re.search(r"(\d+) cores?", text)
+        arch = re.search(r"CPU only: ([^,]+),", text)
+        return (f"a {cores.group(1) + '-core ' if cores else ''}{arch.group(1) + ' ' if arch else ''}CPU, no GPU").replace("  ", " ")
+    return text.split(",")[0].strip() or "an unrecorded machine"
+
+
+def run_words(entry: dict) -> str:
+    """What one saved figure was measured on, from its entry (the model where the store recorded it)."""
+    tiers = {"cpu": "a CPU", "colab": "a Colab T4 GPU", "local-gpu": "a local GPU"}
+    machine = machine_words(entry.get("hardware")) if entry.get("hardware") else tiers.get(entry.get("tier"), "an unrecorded machine")
+    return f"{model_words(entry['model'])} on {machine}" if entry.get("model") else machine
 
 
 def inputs(store: dict | None = None):
@@ -129,7 +179,10 @@ def inputs(store: dict | None = None):
     for lab, name, label, kind in INPUTS:
         entry = store.get(lab, {}).get(name)
         value = entry["value"] if entry else None
-        rows.append({"input": label, "lab": lab, "name": name, "kind": kind, "value": value, "shown": show(value, kind),
+        shown = show(value, kind)
+        if kind == "text" and "stand-in" in shown:  # the stored label, in the memo's words (no developer's instruction)
+            shown = simulated_words(shown).replace("stand-in", "the course's simulated API")
+        rows.append({"input": label, "lab": lab, "name": name, "kind": kind, "value": value, "shown": shown,
                      "source": _source(lab, name, entry, store)})
     frame = pd.DataFrame(rows).set_index("name")
     frame.attrs["store"] = store
@@ -208,6 +261,14 @@ def _distribution_median(draw, n: int = 2001) -> float:
     return float(np.median([draw(rng) for _ in range(n)]))
 
 
+# the uncertainty ranges' inputs in a reader's words (tco.default_distributions' names)
+INPUT_WORDS = {"user_tokens_per_turn": "customer words per turn (tokens)", "assistant_tokens_per_turn": "reply length (tokens)",
+               "turns_per_conversation": "turns per conversation", "peak_to_average": "busiest hour against the average",
+               "usd_per_gpu_hour": "GPU-hour price (USD)", "utilisation_target": "GPU utilisation aimed for",
+               "bandwidth_efficiency": "share of memory speed reached", "engineer_fte": "engineers running it (full-time)",
+               "api_price_factor": "API price change (x today's)"}
+
+
 def reconcile(table, summary):
     """Why the memo's monthly figures differ from Labs 01 and 05, step by step: the lab's own figure, the same inputs
     recomputed, the efficiency Lab 04 found, then the median over the uncertainty ranges, with the ranges that move it
@@ -231,7 +292,7 @@ def reconcile(table, summary):
         middle = _distribution_median(draw)
         moved = _monthly({**base, name: middle}, request_share, cost_share)
         movers[name] = (middle, moved)
-    efficiency_step = (f"bandwidth efficiency {percent(base['bandwidth_efficiency'])} ({table.loc['measured efficiency', 'source']}) "
+    efficiency_step = (f"share of memory speed reached {percent(base['bandwidth_efficiency'])} ({table.loc['measured efficiency', 'source']}) "
                        f"instead of Lab 01's {percent(lab01['bandwidth_efficiency'])}; GPUs {tco.outcome(lab01)['gpus']} -> "
                        f"{tco.outcome(efficiency_only)['gpus']}")
     lab_figure = {"all-API": ("Lab 01", _value(table, "api usd per month")), "self-hosted": ("Lab 01", _value(table, "self-host usd per month")),
@@ -250,10 +311,11 @@ def reconcile(table, summary):
         rows.append({"option": option, "step": "with Lab 04's efficiency", "USD a month": at_efficiency[option],
                      "why": efficiency_step if option != "all-API" else "the API bill does not depend on it"})
         if base["spare_gpus"] != lab01["spare_gpus"]:
-            rows.append({"option": option, "step": "with Lab 05's spare GPU (N+1)", "USD a month": at_base[option],
+            rows.append({"option": option, "step": "with Lab 05's spare GPU", "USD a month": at_base[option],
                          "why": spare_step if option != "all-API" else "the API bill does not depend on it"})
         top = sorted(movers.items(), key=lambda item: -abs(item[1][1][option] - at_base[option]))[:2]
-        why = "; ".join(f"{name} at its range's middle {middle:,.2f} moves it by {money(moved[option] - at_base[option])}"
+        why = "; ".join(f"{INPUT_WORDS.get(name, name.replace('_', ' '))} at its range's middle {middle:,.2f} moves it by "
+                        f"{money(moved[option] - at_base[option])}"
                         for name, (middle, moved) in top if abs(moved[option] - at_base[option]) >= 1)
         rows.append({"option": option, "step": "median over the uncertainty ranges", "USD a month": summary.loc[option, "median"],
                      "why": why or "the ranges are centred on your inputs"})
@@ -293,44 +355,81 @@ def _verdict_interval(value, low, high, bar: float, higher_is_better: bool) -> s
     return PASS if high <= bar else FAIL if low > bar else UNCLEAR
 
 
-def evidence(table, summary):
-    """Each option's figure for each bar, with its interval and source (rows: option x bar)."""
+def measured_and_priced(table) -> dict:
+    """What the desk's quality and latency were measured on (the model Lab 05 served, else Lab 03's, and the machine)
+    and what the costs price (Lab 01's self-hosted model on its GPU), in words, and whether they are the same."""
+    store = table.attrs.get("store", {})
+    entry = next((store.get(lab, {}).get(name) for lab, name in (("05", "local p95 latency s"), ("05", "local accuracy rate"),
+                                                                  ("03", "category after rate")) if store.get(lab, {}).get(name)), None)
+    key = (entry or {}).get("model") or ("smollm2-135m" if (entry or {}).get("tier") == "cpu" else None)
+    tuned = str(_value(table, "served model", "")).startswith("fine-tuned") or (
+        _value(table, "served model") is None and _value(table, "category after rate") is not None)
+    base = base_inputs(table)
+    hardware = str((entry or {}).get("hardware", ""))
+    same = key == base["open_model"] and base["gpu"].lower() in hardware.lower()
+    measured = (f"{model_words(key)}{' fine-tuned on the desk' + chr(39) + 's tickets' if tuned else ''} on "
+                f"{machine_words(hardware) if hardware else 'the lab' + chr(39) + 's machine'}") if entry else None
+    return {"measured": measured, "priced": f"{model_words(base['open_model'])} on {base['gpu']} GPUs", "same": same,
+            "api model": base["api_model"]}
+
+
+def evidence(table, summary, bar_table=None):
+    """Each option's figure for each bar, with its interval, the number of tickets behind a rate, and its source, which
+    says what the figure was measured on and when that is not the deployment priced (rows: option x bar)."""
     import pandas as pd
 
     store = table.attrs.get("store", {})
     served_tuned = str(_value(table, "served model", "")).startswith("fine-tuned")
+    setup = measured_and_priced(table)
+    not_priced = ("" if setup["same"] or not setup["measured"] else
+                  f"; measured on {setup['measured']}, not the deployment priced ({setup['priced']}): measure that model on its GPU")
     rows = []
 
-    def add(option, bar, value, low=None, high=None, shown=None, source=""):
-        rows.append({"option": option, "bar": bar, "value": value, "low": low, "high": high, "shown": shown, "source": source})
+    def add(option, bar, value, low=None, high=None, shown=None, source="", n=None):
+        if value is not None and option != "all-API" and bar in ("accuracy", "p95 latency"):
+            source += not_priced
+        rows.append({"option": option, "bar": bar, "value": value, "low": low, "high": high, "shown": shown, "source": source, "n": n})
 
     # accuracy: the deployed model on the desk's traffic (Lab 05), else the tuned model on held-out tickets (Lab 03)
+    def n_of(lab, name):
+        entry = store.get(lab, {}).get(name)
+        return None if entry is None else entry.get("value")
+
     if served_tuned and _value(table, "local accuracy rate") is not None:
         local = tuple(_value(table, f"local accuracy {k}") for k in ("rate", "low", "high")), table.loc["local accuracy rate", "source"]
+        local_n = n_of("05", "local accuracy n")
     elif _value(table, "category after rate") is not None:
         local = tuple(_value(table, f"category after {k}") for k in ("rate", "low", "high")), table.loc["category after rate", "source"] + \
             " (held-out tickets; Lab 05 did not deploy the tuned model)"
+        local_n = n_of("03", "eval rows")
     else:
-        local = (None, None, None), "not measured: run Lab 03 (and Lab 05 to measure it deployed)"
-    add("self-hosted", "accuracy", *local[0], source=local[1])
+        local, local_n = ((None, None, None), "not measured yet (Lab 03 measures it, Lab 05 deployed)"), None
+    add("self-hosted", "accuracy", *local[0], source=local[1], n=local_n)
     paid_status = _value(table, "paid accuracy status")
     if _value(table, "paid accuracy rate") is not None:
         paid = tuple(_value(table, f"paid accuracy {k}") for k in ("rate", "low", "high"))
-        add("all-API", "accuracy", *paid, source=table.loc["paid accuracy rate", "source"])
+        add("all-API", "accuracy", *paid, source=table.loc["paid accuracy rate", "source"], n=n_of("05", "paid accuracy n"))
     else:
-        why = "the paid API in Lab 05 was the stand-in" if paid_status in (None, "not measured (stand-in)") else str(paid_status)
-        add("all-API", "accuracy", None, source=f"not measured: {why} (set OTS_PAID_MODEL and a key, then re-run Lab 05)")
+        why = ("Lab 05's paid API was the course's simulated one, which has no answers of its own"
+               if paid_status in (None, "not measured (stand-in)") else str(paid_status))
+        add("all-API", "accuracy", None, source=f"not measured: {why}; measure the real API on the same tickets")
     if _value(table, "all accuracy rate") is not None:
-        add("hybrid", "accuracy", *(_value(table, f"all accuracy {k}") for k in ("rate", "low", "high")), source=table.loc["all accuracy rate", "source"])
+        add("hybrid", "accuracy", *(_value(table, f"all accuracy {k}") for k in ("rate", "low", "high")),
+            source=table.loc["all accuracy rate", "source"], n=n_of("05", "all accuracy n"))
     else:
-        add("hybrid", "accuracy", None, source="not measured: its paid share was answered by the stand-in" if local[0][0] is not None
-            else "not measured: run Labs 03 and 05")
+        add("hybrid", "accuracy", None, source="not measured: its paid share was answered by the course's simulated API"
+            if local[0][0] is not None else "not measured yet (Labs 03 and 05 measure it)")
     # p95 latency, end to end, per route (Lab 05)
+    upstream = str(_value(table, "paid upstream", "stand-in"))
+    calibrated = upstream.split("calibrated to ")[1].split("'s published")[0] if "calibrated to " in upstream else None
     for option, name in (("self-hosted", "local p95 latency s"), ("all-API", "paid p95 latency s"), ("hybrid", "all p95 latency s")):
         value, source = _entry(table, name)
-        if option == "hybrid" and value is not None and not str(_value(table, "paid upstream", "stand-in")).startswith("measured"):
-            source += "; its paid requests timed against the stand-in's published latency"
-        add(option, "p95 latency", value, source=source if value is not None else "not measured: run Lab 05")
+        if option == "hybrid" and value is not None and not upstream.startswith("measured"):
+            source += "; its paid requests timed with a published latency replayed by the course's simulated API"
+        if option == "all-API" and value is not None and calibrated and calibrated != setup["api model"]:
+            source += (f"; that latency is published for {calibrated}, while the memo prices {setup['api model']}: "
+                       "measure the real API on the same tickets")
+        add(option, "p95 latency", value, source=source if value is not None else "not measured yet (Lab 05 measures it)")
     # personal data off the machine: counted per labelled value in Lab 05's audit
     in_day = _value(table, "pii values in the day")
     detected, undetected = _value(table, "pii values to paid API (detected kinds)"), _value(table, "pii values to paid API (undetected kinds)")
@@ -338,9 +437,11 @@ def evidence(table, summary):
     add("self-hosted", "personal data off the machine", 0, shown="0 (every request served on the machine)",
         source="by construction: nothing is sent to a third party")
     add("all-API", "personal data off the machine", in_day, shown=None if in_day is None else f"{in_day:,.0f} (every labelled value in the day)",
-        source=table.loc["pii values in the day", "source"] if in_day is not None else "not measured: run Lab 05")
+        source=("a count, not a measurement: the personal-data values labelled in the dataset's tickets of Lab 05's day, all of "
+                f"which the API would receive ({table.loc['pii values in the day', 'source']})")
+        if in_day is not None else "not counted yet (Lab 05 counts it)")
     if detected is None and undetected is None:
-        add("hybrid", "personal data off the machine", None, source="not measured: run Lab 05")
+        add("hybrid", "personal data off the machine", None, source="not measured yet (Lab 05 measures it)")
     else:
         leaked = (detected or 0) + (undetected or 0)
         add("hybrid", "personal data off the machine", leaked,
@@ -352,12 +453,17 @@ def evidence(table, summary):
             shown=f"{money(row['median'])} ({money(row['low (5%)'])}-{money(row['high (95%)'])})",
             source="Lab 01's cost model with your inputs (Labs 01, 04, 05) and its uncertainty ranges")
     frame = pd.DataFrame(rows).set_index(["option", "bar"])
+    accuracy_bar = float(bar_table.loc["accuracy", "value"]) if bar_table is not None else None
     for key, row in frame.iterrows():
         if row["shown"] is None or _missing(row["shown"]):
             kind = "share" if key[1] == "accuracy" else "s" if key[1] == "p95 latency" else "count"
             text = show(row["value"], kind)
-            if not _missing(row["low"]) and key[1] == "accuracy":
-                text += f" ({percent(row['low'])}-{percent(row['high'])})"
+            if key[1] == "accuracy" and not _missing(row["value"]):
+                text = percent_against(row["value"], accuracy_bar)
+                detail = [f"n={row['n']:,.0f}"] if not _missing(row["n"]) else []
+                if not _missing(row["low"]):
+                    detail.append(f"{percent_against(row['low'], accuracy_bar)}-{percent_against(row['high'], accuracy_bar)}")
+                text += f" ({'; '.join(detail)})" if detail else ""
             frame.loc[key, "shown"] = text
     frame.attrs["store"] = store
     return frame
@@ -366,7 +472,7 @@ def evidence(table, summary):
 def judge(table, summary, bar_table=None):
     """Every option against every bar: the figure, the bar, the verdict (pass / fail / unclear / not measured), the source."""
     bar_table = bars() if bar_table is None else bar_table
-    frame = evidence(table, summary)
+    frame = evidence(table, summary, bar_table)
     verdicts = []
     for (option, bar), row in frame.iterrows():
         limit = bar_table.loc[bar, "value"]
@@ -434,9 +540,60 @@ def risks(claims):
 
 
 # ---------------------------------------------------------------- the recommendation
-def recommend(judgement, summary, split: dict | None = None) -> list[str]:
+POLICY_BAR = "personal data off the machine"
+
+
+def setup_sentence(setup: dict | None) -> str | None:
+    """One sentence on what the quality and latency verdicts were measured on, and whether that is what is priced."""
+    if not setup or not setup.get("measured"):
+        return None
+    if setup["same"]:
+        return f"Accuracy and latency were measured on {setup['measured']}, the deployment the costs price."
+    return (f"Accuracy and latency were measured on {setup['measured']}, while the costs price {setup['priced']}: those "
+            "verdicts describe the model measured, not the one priced.")
+
+
+def policy_sentences(judgement) -> list[str]:
+    """The personal-data bar is the desk's policy, not a measurement: the verdict with it and without it."""
+    grid = verdict_grid(judgement)
+    others = [bar for bar in BARS if bar != POLICY_BAR]
+    passing = [o for o in OPTIONS if (grid.loc[o, others] == PASS).all()]
+    stopped = [o for o in OPTIONS if grid.loc[o, POLICY_BAR] != PASS]
+    said = ("The personal-data bar (no personal data to a third party) is a policy choice, not a measurement: under a "
+            "data-processing agreement the desk could let the API provider handle it.")
+    if not stopped:
+        return [said + " Every option meets it here, so the choice does not change the verdict."]
+    if passing:
+        names = ", ".join(passing)
+        return [said + f" Without that bar, {names} would pass the other three bars."]
+    return [said + " Without that bar, no option passes the other three bars either, so the verdict stands either way."]
+
+
+def next_steps(table, judgement, setup: dict | None = None) -> list[str]:
+    """What the desk should measure before signing, computed from what this memo could not measure or measured on
+    something else than what it prices."""
+    steps = []
+    if setup and setup.get("measured") and not setup["same"]:
+        steps.append(f"Measure the candidate, {setup['priced']}, on the desk's own tickets: accuracy and p95 latency "
+                     f"here come from {setup['measured']}.")
+    if not str(_value(table, "paid upstream", "")).startswith("measured"):
+        steps.append(f"Send the same tickets to the real API ({_value(table, 'api model', 'the API model priced')}) and measure "
+                     "its accuracy and latency; this memo used published latency figures and no API answers.")
+    steps.append("Price from the desk's actual API invoice and a GPU quote, not list prices (the costs here use dated list "
+                 "prices and rental rates).")
+    steps.append("Cost the migration itself (integration, testing, running both side by side for a while): the model counts "
+                 "a one-off set-up and data-preparation sum only.")
+    grid = verdict_grid(judgement)
+    gaps = sorted({bar for option in OPTIONS for bar in BARS if grid.loc[option, bar] == GAP})
+    if gaps:
+        steps.append(f"Fill the gaps this memo names as not measured: {', '.join(gaps)}.")
+    return steps
+
+
+def recommend(judgement, summary, split: dict | None = None, setup: dict | None = None) -> list[str]:
     """The recommendation in short sentences, computed from the verdicts: only an option that passes every bar is
-    recommended (the cheapest of those by median); otherwise what stops each option, and the next step."""
+    recommended (the cheapest of those by median); otherwise what stops each option, and the next step. It says what
+    the quality and latency were measured on, and reads the personal-data bar as the policy it is, both ways."""
     grid = verdict_grid(judgement)
     split = split or {}
     medians = summary["median"]
@@ -480,6 +637,10 @@ def recommend(judgement, summary, split: dict | None = None) -> list[str]:
         else:
             sentences.append("Next step: fix what fails (a stronger or better-tuned model, a faster server, a router that keeps "
                              "every kind of personal data local) and re-run the labs.")
+    measured = setup_sentence(setup)
+    if measured:
+        sentences.insert(1, measured)
+    sentences += policy_sentences(judgement)
     if len(split.get("risk", [])):
         sentences.append(f"{len(split['risk'])} claims work against the plan or hold only under a condition: see Risks.")
     if len(split.get("tailwind", [])):
@@ -518,6 +679,7 @@ class Memo:
     tailwinds: "object"     # DataFrame: claims for it
     sentences: list[str]
     figures: dict = field(default_factory=dict)
+    next_steps: list[str] = field(default_factory=list)  # what the desk should measure before signing
 
     @property
     def recommendation(self) -> str:
@@ -534,13 +696,14 @@ def build(claims=None, store: dict | None = None, samples: int = 400) -> Memo:
     summary, _ = options(table, samples=samples)
     bar_table = bars()
     judgement = judge(table, summary, bar_table)
+    setup = measured_and_priced(table)
     split = claims_split(ledger.table() if claims is None else claims)
     fig, ax = plt.subplots(figsize=(6, 2.8))
     plot_options(summary, bar_table, ax)
     fig.tight_layout()
     plt.close(fig)
     return Memo(table, summary, bar_table, judgement, reconcile(table, summary), split["risk"], split["tailwind"],
-                recommend(judgement, summary, split), {"options": fig})
+                recommend(judgement, summary, split, setup), {"options": fig}, next_steps(table, judgement, setup))
 
 
 def _png(fig) -> str:
@@ -579,13 +742,14 @@ def _render_html(memo: Memo, path: str | Path | None = None) -> Path:
     body = [f"<h1>Support desk: should we move off the proprietary API?</h1><p><em>{dt.date.today().isoformat()}, "
             f"from the learner's own lab results; every figure names its source.</em></p>",
             "<h2>Recommendation</h2>" + "".join(f"<p>{html.escape(s)}</p>" for s in memo.sentences),
+            "<h2>What to measure before signing</h2><ul>" + "".join(f"<li>{html.escape(step)}</li>" for step in memo.next_steps) + "</ul>",
             "<h2>The desk's bars</h2>" + memo.bars[["shown", "source", "date", "why"]].rename(columns={"shown": "bar"}).to_html(),
             "<h2>Every option against every bar</h2>" + grid.to_html() + detail.to_html(),
             "<h2>Cost per option</h2>" + _money_table(memo.options, list(memo.options.columns)),
             f"<img alt='options' src='data:image/png;base64,{_png(memo.figures['options'])}'>" if "options" in memo.figures else "",
             f"<p>Paid share of requests {percent(memo.options.attrs['paid_share'])} ({percent(memo.options.attrs['cost_share'])} of the "
-            f"bill), API model {html.escape(str(memo.options.attrs['api_model']))}, bandwidth efficiency "
-            f"{percent(memo.options.attrs['bandwidth_efficiency'])}.</p>",
+            f"bill), API model {html.escape(str(memo.options.attrs['api_model']))}, share of the GPU's memory speed the model "
+            f"reaches {percent(memo.options.attrs['bandwidth_efficiency'])}.</p>",
             "<h2>Why these figures differ from Labs 01 and 05</h2>" + _money_table(memo.reconcile, ["USD a month"]),
             "<h2>Risks: claims against the plan, or conditions it must meet</h2>" + (memo.risks.to_html() if len(memo.risks) else "<p>none</p>"),
             "<h2>Tailwinds: claims that support it</h2>" + (memo.tailwinds.to_html() if len(memo.tailwinds) else "<p>none</p>"),
