@@ -656,3 +656,34 @@ def test_the_cpu_price_is_for_the_architecture_measured():
     assert compare.cpu_price("m7g.large")["arch"] == "arm64"
     with pytest.raises(InputError, match="no price for CPU instance"):
         compare.cpu_price("z9.huge")
+
+
+def test_a_served_folder_is_listed_by_name_and_a_lab_server_starts_again_after_its_lifetime(capsys):
+    """transformers serve listed no model for a folder (an empty /v1/models while serving the tuned model); and a lab's
+    server that stopped at its lifetime left the lab's later cells with refused connections."""
+    import json
+    import time
+    import urllib.request
+
+    from helpers.bench.engines import OpenAIEngine
+    from helpers.bench.server import LocalServer
+    from helpers.models import ensure_embedded
+
+    server = LocalServer(ensure_embedded(progress=False), max_lifetime_s=2, served_name="support-desk smollm2/135m").start()
+    try:
+        assert server.model == "own-the-stack/support-desk-smollm2-135m"
+        listed = json.loads(urllib.request.urlopen(server.base_url + "/models", timeout=10).read())["data"]
+        assert [entry["id"] for entry in listed] == [server.model]
+        assert OpenAIEngine(server.base_url, server.model).run("Hi", max_tokens=3).ok
+        deadline = time.monotonic() + 20
+        while server.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not server.alive() and server.expired  # its lifetime stopped it
+        again = server.base_url  # the next use starts it again, on the same port, and says so
+        assert server.alive() and "starting it again" in capsys.readouterr().out
+        assert OpenAIEngine(again, server.model).run("Hi", max_tokens=3).ok
+    finally:
+        server.stop()
+    assert not server.alive() and not server.expired
+    server.base_url  # a caller's stop is final: no restart
+    assert not server.alive()

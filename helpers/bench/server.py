@@ -135,8 +135,42 @@ def _embedded_gguf(model_dir: str | Path) -> Path | None:
     return gguf
 
 
+SERVED_OWNER = "own-the-stack"
+
+
+def served_id(model_dir: str | Path, name: str | None = None) -> str:
+    """The model id ``transformers serve`` knows a folder by: a repo id in the server's own temporary hub cache
+    (``own-the-stack/<name>``), so its ``/v1/models`` lists the model it serves instead of an empty list."""
+    import re
+
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name or Path(model_dir).name)).strip("-.") or "model"
+    return f"{SERVED_OWNER}/{text[:80]}"
+
+
+def link_into_hub_cache(model_dir: str | Path, cache: str | Path, repo_id: str) -> Path:
+    """Lay ``model_dir``'s files out as the hub cache lays out a download of ``repo_id`` (symbolic links, nothing
+    copied), so an offline server loads the folder by that id and lists it."""
+    base = Path(cache) / ("models--" + repo_id.replace("/", "--"))
+    revision = "0" * 40
+    snapshot = base / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (base / "refs").mkdir(exist_ok=True)
+    (base / "refs" / "main").write_text(revision)
+    for item in Path(model_dir).resolve().iterdir():
+        target = snapshot / item.name
+        if not target.exists():
+            target.symlink_to(item)
+    return snapshot
+
+
+# How long a lab's server runs after its first answer before it stops by itself (a kernel left open for days does
+# not keep it; the server also dies with the kernel): longer than a learner's sitting, and it starts again on use.
+LAB_LIFETIME_S = 3 * 3600.0
+
+
 class LocalServer:
-    """A server process on 127.0.0.1 (``command`` defaults to ``transformers serve <model_dir>``)."""
+    """A server process on 127.0.0.1 (``command`` defaults to ``transformers serve <model_dir>``). A ``transformers
+    serve`` of a folder serves it under :func:`served_id` (``served_name`` names it), listed by ``/v1/models``."""
 
     @classmethod
     def for_plan(cls, plan, model_dir: str | Path, **options) -> "LocalServer":
@@ -175,17 +209,26 @@ class LocalServer:
 
     def __init__(self, model_dir: str | Path | None = None, port: int | None = None, device: str = "cpu",
                  command: list[str] | None = None, model_name: str | None = None, startup_timeout_s: float = 120.0,
-                 max_lifetime_s: float = 1800.0, health_path: str = "/v1/models", engine: str = "transformers",
-                 env: dict[str, str] | None = None):
+                 max_lifetime_s: float = LAB_LIFETIME_S, health_path: str = "/v1/models", engine: str = "transformers",
+                 env: dict[str, str] | None = None, served_name: str | None = None):
         if command is None and model_dir is None:
             raise InputError("no model folder to serve", fix="pass model_dir (e.g. helpers.models.ensure_embedded())")
         self.port = port or free_port()
         if port_in_use(self.port):
             raise ServerError(f"port {self.port} on {HOST} is already taken (another server, or a previous run still up)",
                               fix=f"pass port=None to pick a free port, or stop what listens there (lsof -i :{self.port})")
-        self.model = model_name or str(model_dir)  # transformers serve wants the served folder's path as the model name
+        self.model = model_name or str(model_dir)  # the name a request asks for (llama.cpp's alias, vLLM's folder path)
         self.engine = engine
         self.command = command or serve_command(model_dir, self.port, device)
+        self._cache_link = None
+        if (engine == "transformers" and model_dir is not None and len(self.command) > 2 and self.command[1] == "serve"
+                and self.command[2] == str(model_dir) and model_name is None):
+            # transformers serve lists only the hub cache's models: the folder goes into the server's own cache under
+            # an id, which requests then ask for (and /v1/models lists)
+            self.model = served_id(model_dir, served_name)
+            self.command = [self.command[0], "serve", self.model, *self.command[3:]]
+            self._cache_link = (Path(model_dir), self.model)
+        self.expired = False  # stopped by its lifetime, not by a caller: the next use starts it again (base_url)
         self.startup_timeout_s, self.max_lifetime_s, self.health_path = startup_timeout_s, max_lifetime_s, health_path
         self.env = dict(env or {})  # added to the server's environment (a fleet's replica: its share of the CPU threads)
         self.process: subprocess.Popen | None = None
@@ -202,6 +245,13 @@ class LocalServer:
 
     @property
     def base_url(self) -> str:
+        """The server's URL. A server its lifetime stopped (a lab left open for hours) starts again here, on the same
+        port, with a line saying so: a lab's next cell finds it up instead of refused connections."""
+        if self.expired and not self.alive():
+            print(f"[kit] the local server had stopped after its {self.max_lifetime_s / 60:.0f}-minute limit (a forgotten "
+                  "server does not run for days); starting it again on the same port", flush=True)
+            self.expired = False
+            self.start()
         return f"http://{HOST}:{self.port}/v1"
 
     def log_tail(self, lines: int = 15) -> str:
@@ -221,6 +271,8 @@ class LocalServer:
             raise ServerError(f"{self.command[0]!r} is not installed", fix=INSTALL_FIX.get(self.engine, INSTALL_FIX["transformers"]))
         # offline: no hub lookups; an existing cache folder (transformers serve's /v1/models needs one)
         os.makedirs(self._hub_cache, exist_ok=True)  # stop() removed it: a restarted server gets a fresh one
+        if self._cache_link is not None and self.command[1:3] == ["serve", self._cache_link[1]]:
+            link_into_hub_cache(self._cache_link[0], self._hub_cache, self._cache_link[1])
         env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=self._hub_cache, PYTHONUNBUFFERED="1", **self.env)
         self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                         # the parent-death signal follows the starting *thread*: only the main thread's
@@ -242,7 +294,7 @@ class LocalServer:
             if self.healthy():
                 # the lifetime counts from the first answer: a slow start (a cold disk, a CUDA build of torch
                 # importing for 5 s) does not eat the serving time, and start-up has its own limit above
-                self._deadline = threading.Timer(self.max_lifetime_s, self.stop)
+                self._deadline = threading.Timer(self.max_lifetime_s, self._expire)
                 self._deadline.daemon = True
                 self._deadline.start()
                 return self
@@ -250,6 +302,10 @@ class LocalServer:
         self.stop()
         raise ServerError(f"the server did not answer {self.health_path} within {self.startup_timeout_s:.0f} s; its last lines:\n{self.log_tail()}",
                           fix="raise startup_timeout_s on a slow machine, or check the log above")
+
+    def _expire(self) -> None:
+        self.expired = True
+        self.stop(expired=True)
 
     def healthy(self) -> bool:
         try:
@@ -261,7 +317,10 @@ class LocalServer:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self) -> None:
+    def stop(self, expired: bool = False) -> None:
+        """Stop the process (its whole group); a caller's stop is final (``base_url`` does not restart it)."""
+        if not expired:
+            self.expired = False
         if self._deadline is not None:
             self._deadline.cancel()
         if self.process is not None and self.process.poll() is None:
