@@ -46,6 +46,10 @@ LOAD = [_record(0, 0.5, 1.0, 1), _record(1.0, 1.5, 2.0, 1),
         _record(10, 10.5, 11.0, 2), _record(10, 10.5, 11.0, 2), _record(10, 11.8, 12.0, 2), _record(10, 11.8, 12.0, 2)]
 
 
+# every first token after 3 s: no level keeps a request within the users' target (goodput 0 everywhere)
+SLOW_LOAD = [_record(0, 3.0, 3.5, 1), _record(10, 13.0, 13.5, 2), _record(10, 13.2, 13.6, 2)]
+
+
 def _mask(input_ids, prompt_length):
     return [-100] * prompt_length + list(input_ids[prompt_length:])
 
@@ -150,6 +154,9 @@ CASES = [
     # Lab 04 q2: goodput under the users' target
     ("04q2", "solution", lab04.q2, (1, 1.0, LOAD), ""),
     ("04q2", "a tie, the other level", lab04.q2, (2, 1.0, LOAD), ""),
+    ("04q2", "no level met the target: said so", lab04.q2, (None, 0.0, SLOW_LOAD), ""),
+    ("04q2", "no level met the target: a level named", lab04.q2, (1, 0.0, SLOW_LOAD), "no level of your sweep met"),
+    ("04q2", "a level met it: None", lab04.q2, (None, 0.0, LOAD), "did meet the users' target"),
     ("04q2", "stub", lab04.q2, (..., ..., LOAD), "not done yet"),
     ("04q2", "the sweep's own target", lab04.q2, (2, 2.0, LOAD), "sweep's own target"),
     ("04q2", "a level never swept", lab04.q2, (3, 1.0, LOAD), "one of the levels"),

@@ -51,4 +51,6 @@ def test_a_failing_check_shows_one_line_not_its_source(monkeypatch):
 def test_a_message_that_cannot_be_formed_is_still_one_line(capsys):
     say(guarded(lambda value: f"got {1 / value}")(0))
     out = capsys.readouterr().out
-    assert out.startswith("✗ this value cannot be checked (ZeroDivisionError)") and out.count("\n") == 1
+    assert out.startswith("✗ checking 0 raised ZeroDivisionError: division by zero") and out.count("\n") == 1
+    say(guarded(lambda route: {"local": 1}[route])("paid"))  # the error names what it met, not only its kind
+    assert "KeyError: 'paid'" in capsys.readouterr().out

@@ -157,6 +157,29 @@ def read_ladder(table) -> str:
     return "\n".join(lines)
 
 
+def bytes_verdict(table) -> str:
+    """Whether fewer bytes per token bought speed in *this* run, and how close each row came to its roofline: the
+    sentence Lab 04 prints instead of asserting that they must have (on some CPUs the 8- and 4-bit kernels are slower
+    than fp32's)."""
+    rows = {row["weights"]: row for _, row in table.iterrows()}
+    if "fp32" not in rows:
+        return "(no fp32 row in this ladder to compare with)"
+    base = rows["fp32"]
+    faster = {kind: rows[kind]["tokens/s"] / base["tokens/s"] for kind in ("int8", "int4") if kind in rows}
+    if not faster:
+        return "(no 8- or 4-bit row in this ladder)"
+    said = ", ".join(f"{kind} {ratio:.1f}x" for kind, ratio in faster.items())
+    if all(ratio > 1.05 for ratio in faster.values()):
+        first = f"Here fewer bytes did raise the speed ({said} fp32's)."
+    elif all(ratio < 0.95 for ratio in faster.values()):
+        first = (f"Here fewer bytes did not raise the speed ({said} fp32's): this CPU's 8- and 4-bit kernels cost more "
+                 "compute per byte than they save in reading, so bytes are not what limits them here.")
+    else:
+        first = f"Here fewer bytes raised the speed only in part ({said} fp32's): the kernel matters as much as the bytes."
+    best = table["% of roofline"].max()
+    return first + f" No row reached its roofline (the closest {best:.0f}% of it)." if best < 90 else first
+
+
 def plot_ladder(table, bandwidth_gbps: float):
     """Tokens/s against MB read per token for every engine, with the bandwidth roofline (tokens/s = bandwidth / bytes)."""
     import matplotlib.pyplot as plt
@@ -169,7 +192,7 @@ def plot_ladder(table, bandwidth_gbps: float):
         label = f"lean {row['weights']}" if row["weights"] != "4-bit file" else "llama.cpp (4-bit file)"
         ax.scatter(row["MB per token"], row["tokens/s"], s=45, label=label, marker="s" if row["weights"] == "4-bit file" else "o")
     ax.set_xlabel("MB read per token"), ax.set_ylabel("decode tokens/s (batch 1)")
-    ax.set_title("fewer bytes per token, faster decode: your run")
+    ax.set_title("bytes read per token against decode speed: your run")
     ax.set_ylim(0, None)
     ax.legend(fontsize="small")
     fig.tight_layout()

@@ -25,9 +25,20 @@ class DeskModel:
     tuned: bool           # Lab 03's merged model (True) or the plan's base model (False)
     system_prompt: str    # the prompt this model answers the triage task with
     note: str             # one line for the learner: which model, and why
+    base: str = ""        # the catalog key it was tuned from, or is
 
     def __str__(self) -> str:
         return self.note
+
+    @property
+    def name(self) -> str:
+        """The name servers list it by and clients ask for: ``support-desk-<base>`` for the tuned model, else the base."""
+        return f"support-desk-{self.base}" if self.tuned else (self.base or "local-model")
+
+    @property
+    def words(self) -> str:
+        """The model in a sentence: "your fine-tuned smollm2-135m (Lab 03)" or "the base model smollm2-135m"."""
+        return f"your fine-tuned {self.base} (Lab 03)" if self.tuned else f"the base model {self.base}"
 
 
 def _same_architecture(folder: Path, plan) -> bool:
@@ -53,12 +64,12 @@ def desk_model(plan) -> DeskModel:
 
     merged = results.artifact("03", "merged", quick=plan.quick)
     if merged is not None and _same_architecture(merged, plan):
-        return DeskModel(merged, True, SHORT_PROMPT, f"your Lab 03 fine-tuned model ({merged})")
+        return DeskModel(merged, True, SHORT_PROMPT, f"your Lab 03 fine-tuned model ({merged})", plan.model)
     base = ensure_embedded(progress=False) if plan.model == "smollm2-135m" else Path(resolve_model(plan.model).location)
     why = ("Lab 03 kept no fine-tuned model here" if merged is None
            else f"the model Lab 03 kept ({merged}) was tuned from another base than the plan's {plan.model}")
     return DeskModel(base, False, SYSTEM_PROMPT, f"the base model {plan.model}, asked with the schema: {why}; "
-                                                 "run Lab 03 to the end to deploy your fine-tuned model")
+                                                 "run Lab 03 to the end to deploy your fine-tuned model", plan.model)
 
 
 def score_reply(text: str, target: dict | None) -> dict | None:
@@ -92,7 +103,10 @@ def quality(table, stand_ins: set[str] | frozenset[str] = frozenset()):
         rows.append({"route": route, "answered": len(mine), "scored": n, "correct": k, "accuracy": k / n if n else None,
                      "low": low if n else None, "high": high if n else None,
                      "status": "measured" if n else "no scored answers"})
-    return pd.DataFrame(rows, columns=["route", "answered", "scored", "correct", "accuracy", "low", "high", "status"]).set_index("route")
+    frame = pd.DataFrame(rows, columns=["route", "answered", "scored", "correct", "accuracy", "low", "high", "status"]).set_index("route")
+    for column in ("answered", "scored", "correct"):  # counts stay whole numbers ("13", not "13.000000") beside a missing one
+        frame[column] = frame[column].astype("Int64")
+    return frame
 
 
 STAND_IN_KEY_ENV = "OTS_STANDIN_KEY"

@@ -107,8 +107,9 @@ class ServedReplica:
         from ..bench.server import LocalServer, free_port
 
         direct = self.plan.server == "vllm"  # vLLM takes the router's fields and answers /health itself
+        named = {} if direct else {"served_name": self.name}  # transformers serve lists the model by the fleet's name
         self.server = LocalServer.for_plan(self.plan, self.model_dir, port=self.port if direct else free_port(),
-                                           max_lifetime_s=self.max_lifetime_s, env=self.env).launch()
+                                           max_lifetime_s=self.max_lifetime_s, env=self.env, **named).launch()
         return self
 
     def ready(self) -> "ServedReplica":

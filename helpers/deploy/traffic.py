@@ -79,6 +79,27 @@ class Request:
         return int(self.at_s // 3600)
 
 
+def outage_window(day: list["Request"], preferred: tuple[float, float], least: int = 2) -> tuple[tuple[float, float], str]:
+    """The hour the local server goes down in the simulated day: ``preferred`` (the settings' hour) where at least
+    ``least`` of the day's requests fall in it, else the day's busiest hour (a small day can leave the preferred hour
+    empty, and an outage that hits no request teaches nothing). Returns the window and a sentence saying what it hits."""
+    def inside(window):
+        return sum(1 for r in day if window[0] * 3600 <= r.at_s < window[1] * 3600)
+
+    window, moved = tuple(preferred), ""
+    if inside(window) < min(least, len(day)):
+        counts = {hour: sum(1 for r in day if r.hour == hour) for hour in range(24)}
+        busiest = max(counts, key=lambda hour: (counts[hour], -hour))
+        width = preferred[1] - preferred[0]
+        moved = (f" (moved from hour {preferred[0]:g}, where {inside(window)} of this day's requests fall, to the day's "
+                 f"busiest hour)")
+        window = (float(busiest), float(busiest) + width)
+    hit = inside(window)
+    said = (f"the local server goes down from hour {window[0]:g} to {window[1]:g}{moved}: {hit} of the day's {len(day)} "
+            f"requests fall in it" + ("" if hit else ", so this day shows no fallback"))
+    return window, said
+
+
 def sample_day(rows: list[dict], n: int, peak_to_average: float, seed: int = 0) -> list[Request]:
     """``n`` requests over one day, in arrival order; ids are stable per seed, so a rerun is idempotent in the ledger."""
     import numpy as np

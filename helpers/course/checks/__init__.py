@@ -84,5 +84,8 @@ def guarded(check):
         try:
             return check(*args)
         except Exception as error:  # noqa: BLE001 - the learner sees one line, never a traceback
-            return f"this value cannot be checked ({type(error).__name__}): look at its type and shape"
+            said = " ".join(str(error).split())[:80]
+            given = ", ".join(shown(arg, 40) for arg in args[:2])
+            return (f"checking {given} raised {type(error).__name__}{': ' + said if said else ''}: "
+                    "look at the type and the contents of what you set")
     return wrapper

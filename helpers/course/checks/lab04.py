@@ -83,13 +83,20 @@ def q2(best_concurrency, best_goodput, load_records) -> str | None:
     if not_done(best_concurrency, best_goodput):
         return f"{NOT_DONE}: set best_concurrency and best_goodput"
     levels = sorted({r.concurrency for r in load_records})
+    strict = _goodput(load_records, **TARGET)
+    goodput = strict["goodput requests/s"]
+    best = float(goodput.max())
+    if best <= 0:  # no level kept any request within the users' target: there is no best level to name
+        if best_concurrency is None and is_number(best_goodput) and best_goodput == 0:
+            return None
+        return ("no level of your sweep met the users' target (goodput 0 at every level): say so with "
+                "best_concurrency = None and best_goodput = 0")
+    if best_concurrency is None:
+        return "a level of your sweep did meet the users' target: name it"
     if best_concurrency not in levels or isinstance(best_concurrency, bool):
         return f"one of the levels you swept: {levels}, got {shown(best_concurrency)}"
     if not is_number(best_goodput) or best_goodput < 0:
         return f"goodput is requests per second, never negative: got {shown(best_goodput)}"
-    strict = _goodput(load_records, **TARGET)
-    goodput = strict["goodput requests/s"]
-    best = float(goodput.max())
     if not near(best_goodput, best, 1e-6, 1e-9):
         loose = _goodput(load_records, **SWEEP_SLO)
         message = first_match(best_goodput, [
