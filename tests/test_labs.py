@@ -140,3 +140,23 @@ def test_kit_lab_takes_a_port_and_refuses_a_bad_one():
             lab.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(lab.pid, signal.SIGKILL)
+
+
+def test_no_stored_output_table_typesets_money_as_maths():
+    """JupyterLab's MathJax reads "$74,265 ($30,497-$166,370)" in an HTML output as inline maths: every table the
+    solutions display with a dollar sign in it carries the class that tells MathJax to leave it alone."""
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in sorted((root / "solutions").glob("*.ipynb")):
+        for index, cell in enumerate(json.loads(path.read_text())["cells"]):
+            for output in cell.get("outputs", []):
+                page = "".join(output.get("data", {}).get("text/html", ""))
+                if re.search(r"\$[0-9-]", page) and "<table" in page:
+                    tables = re.findall(r"<table[^>]*>", page)
+                    if not all("mathjax_ignore" in table for table in tables):
+                        offenders.append(f"{path.name} cell {index}")
+    assert not offenders, offenders

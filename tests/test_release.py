@@ -9,9 +9,65 @@ from helpers.errors import InputError
 from helpers.paths import REPO_ROOT
 
 
+CLASS_REPO = "https://github.com/acme-university/llm-class-2027"
+
+
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
-    return rel.release(tmp_path_factory.mktemp("class") / "own-the-stack")
+    return rel.release(tmp_path_factory.mktemp("class") / "own-the-stack", CLASS_REPO)
+
+
+def test_the_release_points_every_badge_and_setup_cell_at_the_class_repository(released):
+    """A release pointed at the kit would send the class to the solutions: every badge opens the class repository's
+    copy of a notebook that exists in the release, every setup cell clones the class repository."""
+    import json
+    import re
+
+    from helpers.course.labs import repo_url
+
+    assert repo_url(released) == CLASS_REPO
+    notebooks = sorted((released / "labs").glob("*/*.ipynb"))
+    assert len(notebooks) == 7
+    for path in notebooks:
+        cells = json.loads(path.read_text())["cells"]
+        text = "\n".join("".join(cell["source"]) for cell in cells)
+        badges = re.findall(r"\(https://colab\.research\.google\.com/github/([^)]+)\)", text)
+        assert len(badges) == 1, path
+        owner, name, blob, branch, *inside = badges[0].split("/")
+        assert f"https://github.com/{owner}/{name}" == CLASS_REPO and (blob, branch) == ("blob", "main")
+        assert (released / "/".join(inside)) == path  # the badge opens this very notebook in the class repository
+        assert f'REPO_URL = "{CLASS_REPO}"' in text and "own-the-stack/own-the-stack" not in text
+
+
+@pytest.mark.parametrize("url, says", [(None, "no class repository"), ("https://github.com/own-the-stack/own-the-stack", "kit's own"),
+                                       ("https://gitlab.com/me/class", "not a GitHub repository"), ("git@github.com:me/c.git", "not a GitHub")])
+def test_a_release_without_a_class_repository_or_with_the_kits_is_refused(tmp_path, url, says):
+    with pytest.raises(InputError, match=says):
+        rel.release(tmp_path / "class", url)
+    assert not (tmp_path / "class").exists()
+
+
+def test_a_class_copy_moves_to_another_repository_and_its_kit_lists_only_its_commands(released, tmp_path):
+    import shutil
+
+    from helpers.course.labs import repo_url
+
+    copy = tmp_path / "copy"
+    shutil.copytree(released, copy)
+    env = {"PYTHONPATH": str(copy), "PATH": __import__("os").environ["PATH"]}
+    out = subprocess.run([sys.executable, "-m", "helpers.course", "build", "--repository", "https://github.com/acme-university/spring"],
+                         cwd=copy, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert repo_url(copy) == "https://github.com/acme-university/spring"
+    assert "acme-university/spring/blob/main/labs/00_first_open_model" in (copy / "labs" / "00_first_open_model" / "00_first_open_model.ipynb").read_text()
+    nothing = subprocess.run([sys.executable, "-m", "helpers.course", "build"], cwd=copy, capture_output=True, text=True, env=env, timeout=120)
+    assert nothing.returncode == 2 and "class copy" in nothing.stderr and "--repository" in nothing.stderr
+    help_text = subprocess.run(["bash", "kit", "help"], cwd=copy, capture_output=True, text=True, timeout=60).stdout
+    assert "class copy" in help_text and "bash kit lab" in help_text and "--port N" in help_text
+    for instructor in ("bash kit grade", "bash kit release", "gpu-check", "solutions", "CI"):
+        assert instructor not in help_text, instructor
+    refused = subprocess.run(["bash", "kit", "grade", "x"], cwd=copy, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "instructor's command" in refused.stderr
 
 
 def test_release_has_the_labs_and_no_instructor_material(released):
@@ -40,9 +96,9 @@ def test_audit_finds_a_planted_hidden_test_and_release_refuses_bad_targets(tmp_p
     (tmp_path / "solutions" / "x.ipynb").write_text("{}")
     assert len(rel.audit(tmp_path)) == 2
     with pytest.raises(InputError, match="not empty"):
-        rel.release(tmp_path)
+        rel.release(tmp_path, CLASS_REPO)
     with pytest.raises(InputError, match="inside the kit"):
-        rel.release(REPO_ROOT / "release-here")
+        rel.release(REPO_ROOT / "release-here", CLASS_REPO)
 
 
 def test_release_readme_is_the_learners(released):
@@ -50,7 +106,8 @@ def test_release_readme_is_the_learners(released):
     assert readme.startswith("# Own the Stack — your class copy")
     for instructor_only in ("solutions/", "bash kit grade", "bash kit release", "build-labs", "INSTRUCTORS", "hidden test"):
         assert instructor_only not in readme, instructor_only
-    for learner_needs in ("bash kit lab", "bash kit test", 'grader.check("q1")', "Handing in", "Restart Kernel and Run All"):
+    for learner_needs in ("bash kit lab", "bash kit test", 'grader.check("q1")', "Handing in", "Restart Kernel and Run All",
+                          "leave that terminal open", "--port 8890"):
         assert learner_needs in readme, learner_needs
 
 

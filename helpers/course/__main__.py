@@ -16,9 +16,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.course")
     sub = parser.add_subparsers(dest="command", required=True)
     p_build = sub.add_parser("build", help="generate labs/ from solutions/")
+    p_build.add_argument("--repository", default=None,
+                         help="only point the labs' badges and setup cells (and pyproject.toml) at this GitHub repository "
+                              "(what a class copy needs; it has no solutions/ to build from)")
     p_build.add_argument("labs", nargs="*")
     p_release = sub.add_parser("release", help="write the student release (no solutions, hidden tests or autograders) to DIR")
     p_release.add_argument("folder")
+    p_release.add_argument("--repository", default=None,
+                           help="the GitHub repository the class clones from (https://github.com/<you>/<class-repo>): "
+                                "badges and setup cells point there")
     sub.add_parser("selfcheck", help="the set-up self-check a student release runs as `bash kit test`")
     p_grade = sub.add_parser("grade", help="grade a folder of submitted notebooks into a CSV")
     p_grade.add_argument("folder")
@@ -35,19 +41,32 @@ def main(argv: list[str] | None = None) -> int:
 
         return run()
     if args.command == "build":
-        build(args.labs or None)
+        from ..errors import KitError
+        from ..paths import REPO_ROOT
+        from .labs import check_class_repository, point_labs_at
+
+        try:
+            if args.repository:  # a class copy (or the kit) pointed at another repository: badges and setup cells only
+                url = check_class_repository(args.repository)
+                changed = point_labs_at(REPO_ROOT, url)
+                print(f"{len(changed)} lab notebooks and pyproject.toml now point at {url}")
+                return 0
+            build(args.labs or None)
+        except KitError as error:
+            print(f"{error.problem}\n  -> fix: {error.fix}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "release":
         from ..errors import KitError
         from .release import release
 
         try:
-            out = release(args.folder)
+            out = release(args.folder, args.repository)
         except KitError as error:
             print(f"{error.problem}\n  -> fix: {error.fix}", file=sys.stderr)
             return 2
-        print(f"student release written to {out} (one git commit): push it where the class clones from, and set\n"
-              f"[project.urls] Repository in its pyproject.toml (then bash kit build-labs there) so Colab badges point at it")
+        print(f"student release written to {out} (one git commit), its badges and setup cells pointing at "
+              f"{args.repository.rstrip('/').removesuffix('.git')}: push it there (git -C {out} push <that URL> HEAD:main)")
         return 0
     lab = args.lab
     if lab is None:

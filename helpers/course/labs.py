@@ -28,24 +28,76 @@ SETUP_MARKER = "# Setup: this same cell opens every notebook"
 BADGE_MARKER = "<!-- colab-badge -->"
 
 
-def repo_url() -> str:
+def repo_url(root: Path = REPO_ROOT) -> str:
     """The repository URL, from ``[project.urls] Repository`` in pyproject.toml (its one home)."""
-    with open(REPO_ROOT / "pyproject.toml", "rb") as handle:
+    with open(Path(root) / "pyproject.toml", "rb") as handle:
         return tomllib.load(handle)["project"]["urls"]["Repository"]
 
 
-def setup_cell_source(lab: str) -> str:
+def setup_cell_source(lab: str, url: str | None = None) -> str:
     """The setup cell for ``lab``, generated from the one template."""
-    return TEMPLATE.read_text().format(lab=lab, repo_url=repo_url()).rstrip("\n")
+    return TEMPLATE.read_text().format(lab=lab, repo_url=url or repo_url()).rstrip("\n")
 
 
-def colab_url(lab: str) -> str:
-    path = repo_url().removeprefix("https://github.com/")
+def colab_url(lab: str, url: str | None = None) -> str:
+    path = (url or repo_url()).removeprefix("https://github.com/").removesuffix(".git")
     return f"https://colab.research.google.com/github/{path}/blob/main/labs/{lab}/{lab}.ipynb"
 
 
-def badge_source(lab: str) -> str:
-    return f"{BADGE_MARKER}\n[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(lab)})"
+def badge_source(lab: str, url: str | None = None) -> str:
+    return f"{BADGE_MARKER}\n[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(lab, url)})"
+
+
+KIT_HOME = "https://github.com/own-the-stack/own-the-stack"  # the full kit's public home (solutions and hidden tests in it)
+GITHUB_REPO = re.compile(r"^https://github\.com/[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+?(\.git)?$")
+
+
+def check_class_repository(url: str | None, kit_url: str | None = None) -> str:
+    """The repository a class clones from, refused where it would send learners to the wrong place: missing, not a
+    GitHub https URL (Colab's badge opens GitHub notebooks only), or the kit's own repository (solutions and hidden
+    tests included)."""
+    from ..errors import InputError
+
+    fix = "pass the class repository you will push the release to: --repository https://github.com/<you>/<class-repo>"
+    if not url:
+        raise InputError("no class repository given: the badges and setup cells would clone the full kit, solutions included", fix=fix)
+    url = url.strip().rstrip("/")
+    if not GITHUB_REPO.match(url):
+        raise InputError(f"{url!r} is not a GitHub repository URL (https://github.com/<owner>/<name>): Colab's badge opens "
+                         "notebooks from GitHub only", fix=fix)
+    kits = {KIT_HOME, kit_url or (repo_url() if SOLUTIONS.is_dir() else KIT_HOME)}  # in a class copy, its own URL is the class's
+    if url.removesuffix(".git").lower() in {kit.removesuffix(".git").lower() for kit in kits}:
+        raise InputError(f"{url} is the kit's own repository, with the solutions and hidden tests: a class must clone its release",
+                         fix=fix)
+    return url.removesuffix(".git")
+
+
+def point_labs_at(root: Path, url: str) -> list[Path]:
+    """Point a copy of the kit at ``url``: ``[project.urls] Repository`` in its pyproject.toml, and every lab notebook's
+    Colab badge and setup cell (rewritten in place from the template). Returns the notebooks changed."""
+    import nbformat
+
+    root = Path(root)
+    pyproject = root / "pyproject.toml"
+    text = pyproject.read_text()
+    text, count = re.subn(r'(?m)^Repository = "[^"]*"', f'Repository = "{url}"', text)
+    if count != 1:
+        from ..errors import DataError
+
+        raise DataError(f"{pyproject} has no one Repository line under [project.urls]", fix="restore it from the kit")
+    pyproject.write_text(text)
+    changed = []
+    for path in sorted((root / "labs").glob("*/*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        lab = path.stem
+        for cell in nb.cells:
+            if cell.cell_type == "markdown" and cell.source.startswith(BADGE_MARKER):
+                cell.source = badge_source(lab, url)
+            if cell.cell_type == "code" and cell.source.startswith(SETUP_MARKER):
+                cell.source = setup_cell_source(lab, url)
+        nbformat.write(nb, path)
+        changed.append(path)
+    return changed
 
 
 
@@ -135,6 +187,12 @@ def assign(lab: str, out_dir: Path) -> tuple[Path, Path]:
 
 def build(labs: list[str] | None = None, labs_dir: Path = LABS, build_dir: Path = BUILD) -> list[str]:
     """Generate ``labs/<lab>/`` and ``build/autograder/<lab>.zip`` from ``solutions/``."""
+    if not SOLUTIONS.is_dir():
+        from ..errors import InputError
+
+        raise InputError("this is a class copy (no solutions/ to build the labs from)",
+                         fix="to point its badges and setup cells at the class repository: bash kit build-labs --repository "
+                             "https://github.com/<you>/<class-repo>")
     labs = labs or lab_names()
     build_dir.mkdir(parents=True, exist_ok=True)
     labs_dir.mkdir(parents=True, exist_ok=True)

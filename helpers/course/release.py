@@ -26,8 +26,13 @@ def tracked_files() -> set[str]:
     return set(out.splitlines())
 
 
-def release(target: str | Path, commit: bool = True) -> Path:
-    """Write the student release to ``target`` (must not exist, or be empty). Returns the folder."""
+def release(target: str | Path, repository: str | None = None, commit: bool = True) -> Path:
+    """Write the student release to ``target`` (must not exist, or be empty), pointed at ``repository``, the GitHub
+    repository the class clones from: its pyproject.toml, every lab's Colab badge and setup cell. Refused without one,
+    or with the kit's own (it holds the solutions). Returns the folder."""
+    from .labs import check_class_repository, point_labs_at
+
+    repository = check_class_repository(repository)
     target = Path(target).resolve()
     if target.exists() and any(target.iterdir()):
         raise InputError(f"{target} is not empty", fix="give a new folder (the release is written from scratch)")
@@ -44,6 +49,7 @@ def release(target: str | Path, commit: bool = True) -> Path:
     # the class gets a README for learners (open the labs, check the set-up, self-checks, handing in), never the kit's,
     # which describes solutions, grading and the instructor's commands
     (target / "README.md").write_text((Path(__file__).parent / "templates" / "release_README.md").read_text())
+    point_labs_at(target, repository)
     leaks = audit(target)
     if leaks:
         shutil.rmtree(target, ignore_errors=True)
