@@ -477,7 +477,7 @@ def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: boo
         # read and scored outside the sandbox by the kit's own unpatched code, in a process of its own with a time limit
         # (scorer): whatever the submission left at its answers path costs only this submission
         answers, found, messages, problem = (scorer or Scorer(lab)).score(answers_path)
-        if problem:
+        if problem and not answers:
             return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible, problem, time.perf_counter() - start)
         if not answers:
             last = " | ".join(line for line in output.strip().splitlines()[-3:])
@@ -488,6 +488,7 @@ def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: boo
         error = ("a cell raised " + "; then ".join(errors[:2]) + (f" (and {len(errors) - 2} more)" if len(errors) > 2 else "")
                  if errors else "")
         messages = {q: [m[:300] for m in said] for q, said in messages.items()}
+        error = "; ".join(part for part in (problem, error) if part)  # a question the grader could not finish: named first
         return GradeResult(student, scores, sum(scores.values()), possible, error[:300], time.perf_counter() - start, messages)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -584,12 +585,16 @@ SCORER_STARTUP_S = 180.0
 
 
 class Scorer:
-    """Reads and scores submissions' answers in a process of its own, started once per grading run (it imports otter
-    and loads the lab's provided model once). A submission whose scoring runs past SCORE_TIMEOUT_S or crashes the
-    process costs only that submission: the process is killed and a fresh one scores the next."""
+    """Reads and scores submissions' answers in a process of its own, started once per grading run: it imports otter,
+    loads the lab's provided model and **warms** the checks (a check's first call can cost tens of seconds: Lab 00's
+    greedy reply) before any clock starts. Each question is scored on its own, with its own time limit: a question
+    that runs past it is retried once, in a fresh warm process, with RETRY_FACTOR x the time, as the sandbox retries a
+    notebook; one that still does not finish scores 0 with a message that blames the grader's time, never the answer,
+    and the gradebook flags it for a re-grade. A crash costs only that question."""
 
-    def __init__(self, lab: str, timeout_s: float = SCORE_TIMEOUT_S):
+    def __init__(self, lab: str, timeout_s: float = SCORE_TIMEOUT_S, delays: dict[str, float] | None = None):
         self.lab, self.timeout_s = lab, timeout_s
+        self.delays = dict(delays or {})  # a test's seam: seconds the scoring process waits before scoring a question
         self._process = None
         self._lock = threading.Lock()
 
@@ -599,7 +604,7 @@ class Scorer:
         context = multiprocessing.get_context("spawn")
         self._requests, self._replies = context.Queue(), context.Queue()
         self._process = context.Process(target=_scoring_process, args=(self.lab, os.environ.get("OTS_PLAN", "tier=cpu"),
-                                                                        self._requests, self._replies), daemon=True)
+                                                                        self._requests, self._replies, self.delays), daemon=True)
         self._process.start()
         try:
             ready = self._replies.get(timeout=SCORER_STARTUP_S)
@@ -609,25 +614,59 @@ class Scorer:
             self.close()
             raise RuntimeError(str(ready))
 
-    def score(self, answers_path: Path) -> tuple[dict, dict, dict, str]:
-        """(answers, points per question, messages per question, problem): problem is "" when scoring ran."""
+    def _ask(self, request, timeout_s: float):
+        """Send one request to a warm process and wait; ("timeout", None) or ("crash", name) or ("ok", reply)."""
         import queue
 
-        with self._lock:  # one submission at a time: scoring takes well under a second
+        if self._process is None or not self._process.is_alive():
+            self._start()  # set-up and warm-up happen here, before the question's clock
+        self._requests.put(request)
+        try:
+            return "ok", self._replies.get(timeout=timeout_s)
+        except queue.Empty:
+            self.close()
+            return "timeout", None
+        except Exception as error:  # noqa: BLE001 - the process died mid-way (out of memory, a crash)
+            self.close()
+            return "crash", type(error).__name__
+
+    def score(self, answers_path: Path) -> tuple[dict, dict, dict, str]:
+        """(answers, points per question, messages per question, problem): problem is "" when scoring ran; a question
+        the grader could not finish in time is named there for a re-grade (its message tells the student so)."""
+        with self._lock:  # one submission at a time: scoring takes a second or two
             try:
-                if self._process is None or not self._process.is_alive():
-                    self._start()
+                status, reply = self._ask(("read", str(answers_path)), self.timeout_s)
             except RuntimeError as error:
                 return {}, {}, {}, f"scoring failed: {error}"[:300]
-            self._requests.put(str(answers_path))
-            try:
-                answers, found, messages, problem = self._replies.get(timeout=self.timeout_s)
-            except queue.Empty:
-                self.close()
-                return {}, {}, {}, f"scoring stopped after {self.timeout_s:.0f} s: an answer made the checks run on (the class went on)"
-            except Exception as error:  # noqa: BLE001 - the process died mid-way (out of memory, a crash)
-                self.close()
-                return {}, {}, {}, f"scoring failed: the scoring process ended ({type(error).__name__})"
+            if status != "ok":
+                return {}, {}, {}, ("the answers file could not be read in time (the notebook left an oversized or "
+                                    "malformed answers file)" if status == "timeout" else "the answers file could not be read")
+            answers, problem = reply
+            if problem or not answers:
+                return answers or {}, {}, {}, problem
+            found, messages, slow = {}, {}, []
+            for question in question_points(self.lab):
+                for attempt, limit in enumerate((self.timeout_s, self.timeout_s * RETRY_FACTOR)):
+                    try:
+                        status, reply = self._ask(("score", str(answers_path), question), limit)
+                    except RuntimeError as error:
+                        status, reply = "crash", str(error)
+                    if status == "ok":
+                        points, said = reply
+                        found.update(points)
+                        messages.update(said)
+                        break
+                    if status == "crash":
+                        messages[question] = ["the grader's scoring process failed on this question; your instructor will "
+                                              "look at it (this is not a verdict on your answer)"]
+                        slow.append(f"{question} (scoring crashed)")
+                        break
+                else:
+                    messages[question] = [f"the grader ran out of time scoring this question twice ({self.timeout_s:.0f} s, "
+                                          f"then {self.timeout_s * RETRY_FACTOR:.0f} s); your instructor will re-grade it "
+                                          "(this is the grading machine's time, not a verdict on your answer)"]
+                    slow.append(f"{question} (grader out of time)")
+            problem = ("re-grade " + ", ".join(slow)) if slow else ""
             return answers, found, messages, problem
 
     def close(self) -> None:
@@ -653,28 +692,59 @@ def scorer_for(lab: str) -> Scorer:
     return _SCORERS[key]
 
 
-def _scoring_process(lab: str, plan_text: str, requests, replies) -> None:
-    """The scoring process: set up once, then for each answers path read it and score it with the kit's own code."""
+def _warm_checks(lab: str, provided: dict) -> None:
+    """Call the lab's check module's ``warm`` (where it has one) with the provided objects: what a check computes once
+    per process (a greedy reply) is computed before the first question's clock starts."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"helpers.course.checks.lab{lab[:2]}")
+    except ImportError:
+        return
+    if hasattr(module, "warm"):
+        module.warm(**provided)
+
+
+def _scoring_process(lab: str, plan_text: str, requests, replies, delays: dict | None = None) -> None:
+    """The scoring process: set up and warm up once, then answer requests: ("read", path) -> (answers, problem) and
+    ("score", path, question) -> (points, messages) for that question alone."""
     try:
         os.environ["OTS_PLAN"] = plan_text
         grading = lab_grading(lab)
         provided = provided_objects(lab, grading["provided"])
         autograder = autograder_zip(lab)
+        _warm_checks(lab, provided)
+        trusted.score_answers(autograder, {}, grading["imports"], grading["functions"], provided, grading["context"])  # otter's runner, once
     except BaseException as error:  # noqa: BLE001 - reported to the grader, which records it per submission
         replies.put(f"the scoring process could not start ({type(error).__name__}: {error})"[:300])
         return
     replies.put("ready")
+    answers_by_path: dict[str, dict] = {}
     while True:
-        path = requests.get()
-        if path is None:
+        request = requests.get()
+        if request is None:
             return
+        kind, path = request[0], request[1]
         try:
-            answers = trusted.read_answers(Path(path))
-            found, messages = trusted.score_answers(autograder, answers, grading["imports"], grading["functions"], provided,
-                                                   grading["context"]) if answers else ({}, {})
-            replies.put((answers, found, messages, ""))
+            if kind == "read":
+                answers_by_path.clear()
+                answers_by_path[path] = trusted.read_answers(Path(path))
+                replies.put((answers_by_path[path], ""))
+                continue
+            question = request[2]
+            if (delays or {}).get(question):
+                time.sleep(delays[question])
+            answers = answers_by_path.get(path)
+            if answers is None:
+                answers = answers_by_path[path] = trusted.read_answers(Path(path))
+            replies.put(trusted.score_answers(autograder, answers, grading["imports"], grading["functions"], provided,
+                                              grading["context"], only={question}))
         except BaseException as error:  # noqa: BLE001 - one submission's problem, never the class's
-            replies.put(({}, {}, {}, f"scoring failed on this submission's answers ({type(error).__name__})"))
+            if kind == "read":
+                replies.put(({}, f"the answers file could not be read ({type(error).__name__})"))
+            else:
+                replies.put(({request[2]: 0.0}, {request[2]: ["this answer could not be scored (the checks raised "
+                                                              f"{type(error).__name__}): look at its type"]}))
 
 
 def student_name(path: Path, folder: Path) -> str:

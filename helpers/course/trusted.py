@@ -504,7 +504,7 @@ def read_answers(path: Path) -> dict:
 
 
 def score_answers(autograder: Path, answers: dict, imports, functions, provided: dict,
-                  context: dict | None = None) -> tuple[dict[str, float], dict[str, list[str]]]:
+                  context: dict | None = None, only: set[str] | None = None) -> tuple[dict[str, float], dict[str, list[str]]]:
     """Run every test of ``autograder`` (public and hidden) with otter's runner over the rebuilt namespace.
     Returns points per question and, per question, the public checks' one-line messages (hidden tests'
     code and output never reach a learner)."""
@@ -522,6 +522,8 @@ def score_answers(autograder: Path, answers: dict, imports, functions, provided:
             names = [n for n in archive.namelist() if re.fullmatch(r"tests/[^/]+\.py", n)]
             archive.extractall(folder, members=names)
         for name in sorted(names):
+            if only is not None and Path(name).stem not in only:  # one question at a time (the grader's time limit is per question)
+                continue
             test_file = OKTestFile.from_file(str(Path(folder) / name))
             refused: dict[str, str] = {}
             namespace = namespace_for(answers, imports, functions, provided, context, refused)
@@ -546,7 +548,14 @@ def score_answers(autograder: Path, answers: dict, imports, functions, provided:
                 if not result.passed and not result.test_case.hidden:
                     said += [line.strip() for line in str(result.message).splitlines() if line.strip().startswith("✗")]
             failed_hidden = any(not r.passed and r.test_case.hidden for r in test_file.test_case_results)
-            if said:
+            import builtins
+
+            absent = sorted(n for case in test_file.test_cases for n in free_names(case_source(case.body))
+                            if n not in namespace and not hasattr(builtins, n) and not n.startswith("_"))
+            if absent and not test_file.passed_all:  # the answer's name never reached the grader: say that, not "a hidden test"
+                messages[test_file.name] = [f"✗ {absent[0]} was not set when your notebook ended: keep the exercise's name "
+                                            "and run every cell from the top"]
+            elif said:
                 messages[test_file.name] = list(dict.fromkeys(said))
             elif failed_hidden:
                 messages[test_file.name] = ["a hidden test failed (the public check passed: read the exercise again)"]

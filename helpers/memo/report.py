@@ -301,7 +301,7 @@ def reconcile(table, summary):
     for option in OPTIONS:
         lab, figure = lab_figure[option]
         rows.append({"option": option, "step": f"{lab}'s figure (your run)", "USD a month": figure,
-                     "why": "missing: run the lab" if figure is None else ""})
+                     "why": "missing: that lab's result was not found" if figure is None else ""})
         recomputed = at_lab01[option]
         why = (f"Lab 01's inputs with Lab 05's shares (paid {percent(request_share)} of requests, {percent(cost_share)} of the bill)"
                if option == "hybrid" else "Lab 01's inputs")
@@ -636,7 +636,7 @@ def recommend(judgement, summary, split: dict | None = None, setup: dict | None 
             sentences.append(f"Next step: measure what is missing for the {best} option; it fails no bar it was measured on.")
         else:
             sentences.append("Next step: fix what fails (a stronger or better-tuned model, a faster server, a router that keeps "
-                             "every kind of personal data local) and re-run the labs.")
+                             "every kind of personal data local) and measure again.")
     measured = setup_sentence(setup)
     if measured:
         sentences.insert(1, measured)
