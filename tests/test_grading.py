@@ -105,6 +105,9 @@ def graded(tmp_path_factory):
     nbformat.write(nbformat.read(ROOT / "solutions" / f"{LAB}.ipynb", as_version=4), rest / "instructor_solution.ipynb")
     carol = nbformat.read(rest / "carol_partial.ipynb", as_version=4)
     carol.metadata["kernelspec"] = {"name": "someone-elses-kernel", "display_name": "X", "language": "python"}
+    for cell in carol.cells:  # carol answers the open-ended question: twelve words
+        if cell.cell_type == "markdown" and "Type your answer here" in cell.source:
+            cell.source = "Self-hosting wins above the break-even volume, if staff costs stay this low."
     nbformat.write(carol, rest / "carol_partial.ipynb")
     # a stale feedback file from an earlier run
     before = _lab_files()
@@ -145,7 +148,9 @@ def test_csv_has_points_per_question_total_error_and_rerun(graded):
     rows, _ = graded
     assert list(next(iter(rows.values()))) == ["student", "q1", "q2", "q3", "total", "possible", "error", "rerun", "seconds", "to read"]
     # the open-ended question is named for the instructor with its rubric's place, and not scored by the machine
-    assert all(row["to read"] == f"q4 (2 pts, rubric in solutions/{LAB}.ipynb)" for row in rows.values())
+    assert rows["alice_full"]["to read"] == f"q4 (2 pts, blank; rubric in solutions/{LAB}.ipynb)"
+    assert rows["carol_partial"]["to read"] == f"q4 (2 pts, written, 12 words; rubric in solutions/{LAB}.ipynb)"
+    assert rows["zed_truncated"]["to read"] == f"q4 (2 pts, not found; rubric in solutions/{LAB}.ipynb)"
 
 
 def test_correct_submission_gets_full_marks_under_cpu_load(graded):
@@ -263,6 +268,7 @@ def test_each_student_gets_a_feedback_file_without_hidden_tests(graded):
     assert f"autograded: {float(rows['carol_partial']['total']):g} / 6" in carol
     assert "✗ not done yet" in carol  # the public checks' own words for what is missing
     assert "q4: read by your instructor (2 points)" in carol
+    assert "q4: left blank, nothing for your instructor to read" in (folder / "bob_blank.txt").read_text()
     assert "_expected" not in carol and "hidden: true" not in carol and "assert" not in carol  # no hidden test code
     assert "problem: not a valid notebook" in (folder / "zed_truncated.txt").read_text()
 
@@ -344,6 +350,17 @@ def test_whatever_sits_at_the_answers_path_costs_nothing_and_never_blocks(tmp_pa
         path.write_text("[1, 2]")
     start = time.monotonic()
     assert trusted.read_answers(path) == {} and time.monotonic() - start < 5
+
+
+def test_open_answers_count_the_words_written_and_nothing_for_the_stub():
+    from helpers.course import grading
+
+    nb = course.answered_lab(LAB)
+    assert grading.open_answers(nb, {"q4": 2.0}) == {"q4": 0}
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and grading.OPEN_STUB in cell.source:
+            cell.source = grading.OPEN_STUB + "\nAt 10M a month the $74,265 bill beats 2 GPUs."
+    assert grading.open_answers(nb, {"q4": 2.0}) == {"q4": 10}
 
 
 def test_a_question_the_grader_cannot_finish_costs_only_that_question_and_blames_no_one(tmp_path):

@@ -157,6 +157,30 @@ def manual_questions(lab: str) -> dict[str, float]:
     return found
 
 
+OPEN_STUB = "_Type your answer here, replacing this text._"
+
+
+def open_answers(notebook, manual: dict[str, float]) -> dict[str, int]:
+    """Words the student wrote for each open-ended question (in order: the answer cells between a question's
+    ``<!-- BEGIN QUESTION -->`` and ``<!-- END QUESTION -->``), 0 for a blank or untouched answer; what the gradebook
+    shows so the instructor sees which answers there are to read."""
+    blocks, inside, current = [], False, []
+    for cell in notebook.cells:
+        text = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+        if "<!-- BEGIN QUESTION -->" in text:
+            inside, current = True, []
+        if inside and "otter_answer_cell" in (cell.get("metadata", {}).get("tags") or []):
+            current.append(text)
+        if inside and "<!-- END QUESTION -->" in text:
+            blocks.append(current)
+            inside = False
+    words = {}
+    for name, block in zip(manual, blocks):
+        text = "\n".join(block).replace(OPEN_STUB, "")
+        words[name] = len(re.findall(r"[A-Za-z0-9€$%][\w.,%€$'-]*", text))
+    return {name: words.get(name, 0) for name in manual}
+
+
 _LAB_GRADING: dict[tuple[str, float], dict] = {}
 _PROVIDED: dict[tuple[str, str], dict] = {}
 _PROVIDED_LOCK = threading.Lock()
@@ -203,6 +227,7 @@ class GradeResult:
     seconds: float = 0.0
     messages: dict[str, list[str]] | None = None  # per question: the public checks' one-line messages (never hidden test code)
     rerun: bool = False  # graded a second time, alone, after a timeout
+    written: dict[str, int] | None = None  # open-ended questions: words written (0: blank), read from the submission
 
     def __post_init__(self):  # whatever a submission printed or raised, nothing shaped like a key reaches a gradebook
         self.error = redact(self.error)
@@ -216,8 +241,20 @@ class GradeResult:
         for question, score in self.scores.items():
             lines.append(f"  {question}: {score:g}")
             lines += [f"      {message}" for message in (self.messages or {}).get(question, [])]
-        lines += [f"  {question}: read by your instructor ({points:g} points)" for question, points in manual.items()]
+        for question, points in manual.items():
+            words = (self.written or {}).get(question)
+            lines.append(f"  {question}: left blank, nothing for your instructor to read ({points:g} points)" if words == 0
+                         else f"  {question}: read by your instructor ({points:g} points)")
         return "\n".join(lines) + "\n"
+
+    def to_read(self, lab: str, manual: dict[str, float]) -> str:
+        """The gradebook's "to read" cell: each open-ended question, written (how many words) or blank."""
+        parts = []
+        for question, points in manual.items():
+            words = (self.written or {}).get(question)
+            state = "not found" if words is None else "blank" if words == 0 else f"written, {words} words"
+            parts.append(f"{question} ({points:g} pts, {state}; rubric in solutions/{lab}.ipynb)")
+        return "; ".join(parts)
 
 
 # the only variables of the grading process a submission's kernel sees: locale, threads, CPU features and the kit's
@@ -411,6 +448,23 @@ MAX_SUBMISSION_BYTES = 50_000_000
 
 def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: bool = True, hide: list[Path] = (),
               student: str | None = None, scorer: "Scorer | None" = None, memory_bytes: int | None = None) -> GradeResult:
+    """Grade one notebook (see :func:`_grade_one`), with the words written for each open-ended question."""
+    import nbformat
+
+    result = _grade_one(submission, lab, timeout_s, sandbox, hide, student, scorer, memory_bytes)
+    readable = submission.is_file() and not submission.is_symlink() and submission.stat().st_size <= MAX_SUBMISSION_BYTES
+    if result.written is None and not readable:  # a link, a FIFO or a huge file is never opened here
+        result.written = {}
+    elif result.written is None:
+        try:
+            result.written = open_answers(nbformat.read(submission, as_version=4), manual_questions(lab))
+        except Exception:  # noqa: BLE001 - an unreadable file has no answers to count
+            result.written = {}
+    return result
+
+
+def _grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: bool = True, hide: list[Path] = (),
+               student: str | None = None, scorer: "Scorer | None" = None, memory_bytes: int | None = None) -> GradeResult:
     """Grade one notebook with ``otter run`` in its own process group, in a scratch folder, inside a
     bubblewrap sandbox (see :func:`sandbox_prefix`; ``sandbox=False`` only for trusted notebooks).
 
@@ -547,13 +601,12 @@ def grade_folder(folder: Path, lab: str, out_csv: Path | None = None, timeout_s:
     questions = list(question_points(lab))
     # open-ended answers are read by a person against the rubric in the solution notebook: named, never scored here
     manual = manual_questions(lab)
-    to_read = "; ".join(f"{name} ({points:g} pts, rubric in solutions/{lab}.ipynb)" for name, points in manual.items())
     with open(out_csv, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["student", *questions, "total", "possible", "error", "rerun", "seconds", "to read"])
         for r in results:
             writer.writerow([csv_cell(v) for v in (r.student, *[r.scores[q] for q in questions], r.total, r.possible, r.error,
-                                                   reruns.get(r.student, ""), round(r.seconds, 1), to_read)])
+                                                   reruns.get(r.student, ""), round(r.seconds, 1), r.to_read(lab, manual))])
     # one feedback file per student, to hand back: points, the checks' messages, the questions a person will read;
     # the folder holds this run's files only
     feedback_dir = out_csv.parent / f"{out_csv.stem}-feedback"
