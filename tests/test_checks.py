@@ -7,6 +7,7 @@ import math
 import pandas as pd
 import pytest
 
+from helpers.course import answer_key
 from helpers.course.checks import lab00, lab01, lab02, lab03, lab04, lab05, lab06, passes
 
 # ------------------------------------------------------------------ shared inputs (the learner's measured context)
@@ -22,13 +23,13 @@ MIX = 0.3 * 1_000_000 + 0.7 * 400_000
 WHY = "whole GPUs and staff do not shrink with the traffic kept local"
 GAPS = [b - a for a, b in zip(lab04.STREAM, lab04.STREAM[1:])]
 TPOT = (lab04.STREAM[-1] - lab04.STREAM[0]) / (len(lab04.STREAM) - 1)
-FEES = lab01.q1_expected()
-BREAK_EVEN = lab01.q2_expected()
-SWING = float(lab01.q3_tornado()["swing"].iloc[0])
-LEVER = lab01.q3_tornado().index[0]
+FEES = answer_key.lab01_fees()
+BREAK_EVEN = answer_key.lab01_break_even()
+LEVER, SWING = answer_key.lab01_lever()
+SECOND = sorted(((lab01.swing(n)[0], n) for n in lab01.Q3_RANGES), reverse=True)[1]  # (swing, input) of the second bar
 GB = 10.643808256
-SPEEDUP = lab04.q3_expected()
-LORA = lab03.q1_expected()
+SPEEDUP = answer_key.lab04_speedup()
+LORA = answer_key.lab03_lora()
 LESSON_WORKLOAD = (10_000_000, 1500, 360)  # the desk's scenario, worked out by hand from datasets/tco/scenario
 RULE = '[[rules]]\nname = "fraud and chargebacks"\ncontains = ["chargeback", "fraud"]\nroute = "paid"\n'
 
@@ -68,19 +69,19 @@ CASES = [
     ("01q1", "prices swapped", lab01.q1, (2e6 * (900 * 0.6 + 250 * 0.15) / 1e6,), "swapped"),
     ("01q1", "a year", lab01.q1, (FEES * 12,), "a year"),
     ("01q1", "one conversation", lab01.q1, (FEES / 2e6,), "one conversation"),
-    ("01q1", "another model", lab01.q1, (lab01.q1_expected("gpt-4o"),), "another model"),
+    ("01q1", "another model", lab01.q1, (lab01.fees("gpt-4o", lab01.Q1_WORKLOAD),), "another model"),
     ("01q1", "per 1M forgotten", lab01.q1, (FEES * 1e6,), "per 1M tokens"),
     ("01q1", "staff and monitoring added", lab01.q1, (FEES + 0.1 * 180_000 / 12 + 500,), "staff and monitoring"),
     ("01q1", "a blended price", lab01.q1, (2e6 * 1150 * (0.75 * 0.15 + 0.25 * 0.6) / 1e6,), "blended price"),
-    ("01q1", "the lesson's workload", lab01.q1, (lab01.q1_expected("gpt-4o-mini", LESSON_WORKLOAD),), "lesson's workload"),
-    ("01q1", "the lesson's example", lab01.q1, (lab01.q1_expected("gpt-4o", LESSON_WORKLOAD),), "lesson's example"),
+    ("01q1", "the lesson's workload", lab01.q1, (lab01.fees("gpt-4o-mini", LESSON_WORKLOAD),), "lesson's workload"),
+    ("01q1", "the lesson's example", lab01.q1, (lab01.fees("gpt-4o", LESSON_WORKLOAD),), "lesson's example"),
     # Lab 01 q2: break-even against gpt-4.1-mini
     ("01q2", "solution", lab01.q2, (BREAK_EVEN,), ""),
     ("01q2", "stub", lab01.q2, (...,), "not done yet"),
-    ("01q2", "the lesson's break-even reused", lab01.q2, (lab01.q2_expected("gpt-4o"),), "lesson's break-even"),
+    ("01q2", "the lesson's break-even reused", lab01.q2, (lab01.break_even("gpt-4o"),), "lesson's break-even"),
     ("01q2", "in millions", lab01.q2, (BREAK_EVEN / 1e6,), "not millions"),
-    ("01q2", "another horizon", lab01.q2, (lab01.q2_expected("gpt-4.1-mini", 12),), "horizon"),
-    ("01q2", "another cheap model", lab01.q2, (lab01.q2_expected("gpt-4o-mini"),), "against gpt-4o-mini"),
+    ("01q2", "another horizon", lab01.q2, (lab01.break_even("gpt-4.1-mini", 12),), "horizon"),
+    ("01q2", "another cheap model", lab01.q2, (lab01.break_even("gpt-4o-mini"),), "against gpt-4o-mini"),
     ("01q2", "a day", lab01.q2, (BREAK_EVEN / 30,), "a day"),
     # Lab 01 q3: the tornado's biggest lever
     ("01q3", "solution", lab01.q3, (LEVER, SWING), ""),
@@ -88,7 +89,7 @@ CASES = [
     ("01q3", "a label, not the input name", lab01.q3, ("GPU price", SWING), "one of the three input names"),
     ("01q3", "swing in $M", lab01.q3, (LEVER, SWING / 1e6), "not millions"),
     ("01q3", "a monthly swing", lab01.q3, (LEVER, SWING / 36), "monthly swing"),
-    ("01q3", "the second bar", lab01.q3, (lab01.q3_tornado().index[1], float(lab01.q3_tornado()["swing"].iloc[1])), "not the largest"),
+    ("01q3", "the second bar", lab01.q3, (SECOND[1], SECOND[0]), "not the largest"),
     # Lab 02 q1: memory before loading
     ("02q1", "solution", lab02.q1, (GB,), ""),
     ("02q1", "stub", lab02.q1, (...,), "not done yet"),
@@ -120,9 +121,9 @@ CASES = [
     ("03q1", "stub", lab03.q1, (...,), "not done yet"),
     ("03q1", "no grouped-query attention", lab03.q1, (8 * 28 * 4 * 1536,), "grouped-query attention"),
     ("03q1", "one layer", lab03.q1, (LORA // 28,), "one layer"),
-    ("03q1", "one projection", lab03.q1, (lab03.q1_expected(targets=("q_proj",)),), "q_proj only"),
-    ("03q1", "rank 16", lab03.q1, (lab03.q1_expected(r=16),), "rank 16"),
-    ("03q1", "another model", lab03.q1, (lab03.q1_expected("smollm2-135m"),), "another model"),
+    ("03q1", "one projection", lab03.q1, (lab03.lora_count("qwen2.5-1.5b", 8, ("q_proj",)),), "q_proj only"),
+    ("03q1", "rank 16", lab03.q1, (lab03.lora_count("qwen2.5-1.5b", 16, ("q_proj", "v_proj")),), "rank 16"),
+    ("03q1", "another model", lab03.q1, (lab03.lora_count("smollm2-135m", 8, ("q_proj", "v_proj")),), "another model"),
     ("03q1", "r x d_in x d_out", lab03.q1, (28 * 8 * (1536 * 1536 + 1536 * 256),), "multiplies r by d_in and d_out"),
     # Lab 03 q2: reading the before/after tables
     ("03q2", "solution", lab03.q2, (0.75, 0.43, BEFORE, AFTER), ""),
@@ -167,8 +168,8 @@ CASES = [
     ("04q3", "stub", lab04.q3, (..., ...), "not done yet"),
     ("04q3", "inverted", lab04.q3, (1 / SPEEDUP, WHY), "not NF4 / bf16"),
     ("04q3", "bits only", lab04.q3, (4.0, WHY), "16 bits / 4 bits"),
-    ("04q3", "int8", lab04.q3, (lab04.q3_expected(fast="int8"), WHY), "int8"),
-    ("04q3", "the embedded model", lab04.q3, (lab04.q3_expected("smollm2-135m"), WHY), "Qwen2.5-7B"),
+    ("04q3", "int8", lab04.q3, (lab04.speedup("qwen2.5-7b", "bf16", "int8"), WHY), "int8"),
+    ("04q3", "the embedded model", lab04.q3, (lab04.speedup("smollm2-135m", "bf16", "nf4"), WHY), "Qwen2.5-7B"),
     ("04q3", "no sentence", lab04.q3, (SPEEDUP, "bytes"), "one sentence"),
     # Lab 05 q1: a routing rule as data
     ("05q1", "solution", lab05.q1, (RULE,), ""),
@@ -348,7 +349,7 @@ def test_measured_context_of_a_real_run_is_accepted():
 
 
 def test_a_claim_uses_an_exercise_answer_only_once_its_check_passes():
-    assert passes(lab01.q2, BREAK_EVEN) and not passes(lab01.q2, lab01.q2_expected("gpt-4o")) and not passes(lab01.q2, ...)
+    assert passes(lab01.q2, BREAK_EVEN) and not passes(lab01.q2, lab01.break_even("gpt-4o")) and not passes(lab01.q2, ...)
     assert not passes(lab02.q2, "qwen2.5-7b") and passes(lab02.q2, "gemma2-9b")
     assert not passes(lambda value: 1 / 0, 1)
 
@@ -357,3 +358,17 @@ def test_a_strange_value_gets_one_line_not_a_traceback():
     for message in (lab01.q1(float("nan")), lab02.q3(0.5, "a", "not a table"), lab04.q2(1, 1.0, "records"),
                     lab06.q1(MIX, WHY, None), lab05.q1(b"bytes")):
         assert message and "\n" not in message and "Traceback" not in message
+
+
+def test_the_stored_digests_are_the_answer_keys():
+    """A price or catalog change moves an answer: digests.json must follow (bash kit build-labs writes it)."""
+    import json
+
+    from helpers.course.checks import digest
+
+    assert json.loads(digest.DIGESTS.read_text()) == answer_key.digests(), "run bash kit build-labs"
+    for question, value in answer_key.answers().items():
+        assert digest.is_answer(question, value) or (value is None and digest.is_none(question)), question
+    assert digest.is_answer("01q1", FEES * (1 + 5e-5)) and not digest.is_answer("01q1", FEES * 1.01)
+    assert not digest.is_answer("03q1", LORA + 1) and not digest.is_answer("02q2", "qwen2.5-7b")
+    assert "570" not in digest.DIGESTS.read_text() and str(LORA) not in digest.DIGESTS.read_text()

@@ -131,3 +131,50 @@ def test_the_releases_two_commands_work_there(released, tmp_path):
     assert "set-up checks passed" in out.stdout and "✓ embedded model" in out.stdout and "✓ 05_hybrid_deployment" in out.stdout
     assert "✗" not in out.stdout
     assert "lab)" in (released / "kit").read_text()  # the README's first command exists in the release's kit
+
+
+def test_no_file_of_the_release_yields_an_expected_value(released):
+    """The answer key stays with the instructor; in the release, every function of the checks that can be called
+    without an argument is called, and none returns an answer (nor does any module constant hold one)."""
+    import json
+
+    from helpers.course import answer_key
+
+    assert not (released / "helpers" / "course" / "answer_key.py").exists()
+    answers = {k: v for k, v in answer_key.answers().items() if v is not None}
+    code = r"""
+import importlib, inspect, json, sys
+sys.path.insert(0, sys.argv[1])
+try:
+    import helpers.course.answer_key
+    print(json.dumps({"key": True})); raise SystemExit
+except ImportError:
+    pass
+found = []
+for lab in ("lab00", "lab01", "lab02", "lab03", "lab04", "lab05", "lab06", "digest"):
+    module = importlib.import_module(f"helpers.course.checks.{lab}")
+    for name, value in vars(module).items():
+        if inspect.isfunction(value) and value.__module__ == module.__name__:
+            try:
+                params = inspect.signature(value).parameters.values()
+            except (TypeError, ValueError):
+                continue
+            if all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+                try:
+                    found.append([f"{lab}.{name}()", repr(value())])
+                except Exception as error:
+                    found.append([f"{lab}.{name}()", type(error).__name__])
+        elif isinstance(value, (int, float, str, dict, tuple, list)):
+            found.append([f"{lab}.{name}", repr(value)])
+print(json.dumps({"key": False, "found": found}))
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(released)], capture_output=True, text=True, cwd=released, timeout=300)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not result["key"], "the answer key is importable in the release"
+    for where, text in result["found"]:
+        for question, value in answers.items():
+            shown = [repr(value)] if isinstance(value, str) else [repr(value), f"{value:.6g}", f"{value:,.0f}"]
+            if isinstance(value, str) and len(value) < 6:
+                continue
+            for form in shown:
+                assert form not in text or question == "02q2" and where.endswith(("Q2", "Q1")), (where, question, text[:200])

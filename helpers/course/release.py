@@ -20,6 +20,10 @@ from ..paths import REPO_ROOT
 SHIPPED = ("README.md", "kit", "pyproject.toml", "environment.yml", "constraints", "helpers", "datasets", "labs", "scripts", ".gitignore")
 
 
+# files inside shipped folders that stay with the instructor: the answer key (the checks hold only digests of it)
+KEPT_BACK = ("helpers/course/answer_key.py",)
+
+
 def tracked_files() -> set[str]:
     """Files git tracks in the kit (what a clone has): a release never ships local leftovers."""
     out = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
@@ -41,7 +45,7 @@ def release(target: str | Path, repository: str | None = None, commit: bool = Tr
     tracked = tracked_files()
     for name in tracked:
         top = name.split("/", 1)[0]
-        if top not in SHIPPED:
+        if top not in SHIPPED or name in KEPT_BACK:
             continue
         destination = target / name
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +75,7 @@ def audit(folder: str | Path) -> list[str]:
         if ".git" in path.parts or not path.is_file():
             continue
         relative = path.relative_to(folder).as_posix()
-        if relative.startswith(("solutions/", "build/", "grades/", "tests/")) or path.suffix == ".zip":
+        if relative.startswith(("solutions/", "build/", "grades/", "tests/")) or path.suffix == ".zip" or relative in KEPT_BACK:
             found.append(f"{relative} is instructor material")
         elif path.suffix in (".py", ".ipynb") and relative.startswith("labs/"):
             text = path.read_text(errors="replace")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from . import NOT_DONE, first_match, guarded, is_number, near, not_done, shown
+from .digest import is_answer, undo
 
 Q1 = {"model": "qwen2.5-7b", "precision": "nf4", "context": 8192, "batch": 4, "device": "cuda"}
 Q2 = {"gpu": "L4", "precision": "int8", "context": 4096}
@@ -27,11 +28,18 @@ def _table(table) -> str | None:
 CONTEXT = {"table": _table}  # measured in the learner's run: validated, never recomputed
 
 
-def _gb(**changes) -> float:
+def memory_gb(model: str, precision: str, context: int, batch: int, device: str) -> float:
+    """The estimator's total for one configuration: what the named wrong kinds are made of."""
     from ...catalog import estimate_memory
 
-    args = {**Q1, **changes}
-    return estimate_memory(args["model"], args["precision"], context=args["context"], batch=args["batch"], device=args["device"]).total_gb
+    return estimate_memory(model, precision, context=context, batch=batch, device=device).total_gb
+
+
+def _varied(**changes) -> float:
+    """The exercise's configuration with one thing changed (never with nothing changed: that would be the answer)."""
+    if not changes:
+        raise ValueError("name what differs from the exercise")
+    return memory_gb(**{**Q1, **changes})
 
 
 @guarded
@@ -40,20 +48,20 @@ def q1(predicted_gb) -> str | None:
         return f"{NOT_DONE}: set predicted_gb"
     if not is_number(predicted_gb) or predicted_gb <= 0:
         return f"a number of GB, got {shown(predicted_gb)}"
-    expected = _gb()
-    if near(predicted_gb, expected, 1e-4):
+    if is_answer("02q1", predicted_gb):
         return None
     from ...catalog import estimate_memory
 
     parts = estimate_memory(Q1["model"], Q1["precision"], context=Q1["context"], batch=Q1["batch"], device=Q1["device"])
-    message = first_match(predicted_gb, [
-        (_gb(batch=1), "that fits one conversation: the cache grows with every conversation served at once (batch=4)"),
-        (_gb(precision="bf16"), "that is a 16-bit figure: the weights are in NF4"),
-        (_gb(precision="int8"), "that is the int8 figure: the weights are in NF4"),
-        (expected / GIB, "that is GiB (2^30 bytes): the estimator's figure is in GB (1e9 bytes)"),
-        (expected * 1e9, "that is bytes: give GB"),
-        (_gb(context=4096), "that is 4,096 tokens of context: each conversation holds 8,192"),
-        (_gb(device="cpu"), "on a GPU the estimate includes the CUDA context: device='cuda'"),
+    message = undo(predicted_gb, [
+        ("02q1", lambda v: v * GIB, "that is GiB (2^30 bytes): the estimator's figure is in GB (1e9 bytes)"),
+        ("02q1", lambda v: v / 1e9, "that is bytes: give GB"),
+    ]) or first_match(predicted_gb, [
+        (_varied(batch=1), "that fits one conversation: the cache grows with every conversation served at once (batch=4)"),
+        (_varied(precision="bf16"), "that is a 16-bit figure: the weights are in NF4"),
+        (_varied(precision="int8"), "that is the int8 figure: the weights are in NF4"),
+        (_varied(context=4096), "that is 4,096 tokens of context: each conversation holds 8,192"),
+        (_varied(device="cpu"), "on a GPU the estimate includes the CUDA context: device='cuda'"),
         (parts.weights_gb, "that is the weights alone: the total adds the KV cache and the overhead"),
         (parts.weights_gb + parts.kv_cache_gb, "weights and cache, but not the overhead: take the estimate's total"),
     ], rel=1e-3)
@@ -75,14 +83,11 @@ def q2(largest_on_l4) -> str | None:
                 + (" (the catalog spells it differently)" if hint else ""))
     if q.gpus_to_fit(largest_on_l4, Q2["precision"], Q2["gpu"], Q2["context"]) != 1:
         return f"{largest_on_l4} does not fit on one L4 in int8 at 4,096 tokens"
-    expected = q.largest_model_that_fits(Q2["gpu"], Q2["precision"], Q2["context"])
-    if largest_on_l4 == expected:
+    if is_answer("02q2", largest_on_l4):
         return None
     if largest_on_l4 == "qwen2.5-7b":
         return "that is the exercise's example: look for the model with the most parameters that still fits"
-    if models[largest_on_l4].parameter_count() < models[expected].parameter_count():
-        return f"{largest_on_l4} fits, but a catalog model with more parameters fits too"
-    return "not the largest catalog model that fits on one L4 in int8 at 4,096 tokens"
+    return f"{largest_on_l4} fits, but a catalog model with more parameters fits too"
 
 
 # the explanation is checked here too, not only by the hidden test: each wrong letter gets the fact that rules it out

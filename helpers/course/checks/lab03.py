@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from . import NOT_DONE, first_match, guarded, is_number, near, not_done, shown
+from .digest import is_answer, undo
 from ..feedback import stub_result
 
 Q1 = {"model": "qwen2.5-1.5b", "r": 8, "targets": ("q_proj", "v_proj")}
@@ -27,7 +28,8 @@ def _rates(frame) -> str | None:
 CONTEXT = {"zero_shot": _rates, "after": _rates}
 
 
-def q1_expected(model: str = Q1["model"], r: int = Q1["r"], targets=Q1["targets"]) -> int:
+def lora_count(model: str, r: int, targets) -> int:
+    """LoRA's added parameters for a catalog model at rank ``r`` on ``targets``: the named wrong kinds' values."""
     from ...catalog import get_model
     from ...finetune import lora_parameter_count
 
@@ -42,18 +44,18 @@ def q1(lora_params) -> str | None:
         return f"{NOT_DONE}: set lora_params"
     if not isinstance(lora_params, int) or isinstance(lora_params, bool) or lora_params <= 0:
         return f"a positive whole number of parameters, got {shown(lora_params)}"
-    expected = q1_expected()
-    if lora_params == expected:
+    if is_answer("03q1", lora_params):
         return None
     spec = get_model(Q1["model"])
-    r, h = Q1["r"], spec.hidden
-    message = first_match(lora_params, [
+    r, h, model, targets = Q1["r"], spec.hidden, Q1["model"], Q1["targets"]
+    message = undo(lora_params, [
+        ("03q1", lambda v: v * spec.layers, f"that is one layer: LoRA adapts the matrices in each of the {spec.layers} layers"),
+        ("03q1", lambda v: v * 2, "each adapted matrix adds r x (d_in + d_out): both the A and the B matrix"),
+    ]) or first_match(lora_params, [
         (spec.layers * r * (h + h + h + h), "too many: this model uses grouped-query attention, so v_proj outputs kv_heads x head_dim, not the hidden size"),
-        (expected / spec.layers, f"that is one layer: LoRA adapts the matrices in each of the {spec.layers} layers"),
-        (q1_expected(targets=("q_proj",)), "that counts q_proj only: v_proj is adapted too"),
-        (q1_expected(targets=("v_proj",)), "that counts v_proj only: q_proj is adapted too"),
-        (q1_expected(r=16), "that is rank 16: the exercise asks for rank 8"),
-        (expected / 2, "each adapted matrix adds r x (d_in + d_out): both the A and the B matrix"),
+        (lora_count(model, r, ("q_proj",)), "that counts q_proj only: v_proj is adapted too"),
+        (lora_count(model, r, ("v_proj",)), "that counts v_proj only: q_proj is adapted too"),
+        (lora_count(model, 16, targets), "that is rank 16: the exercise asks for rank 8"),
         (spec.layers * r * (h * spec.heads * spec.head_dim + h * spec.kv_heads * spec.head_dim),
          "that multiplies r by d_in and d_out: LoRA's two matrices are thin (d_in x r and r x d_out), their sizes add"),
         (spec.layers * (h * spec.heads * spec.head_dim + h * spec.kv_heads * spec.head_dim),
@@ -61,7 +63,7 @@ def q1(lora_params) -> str | None:
     ], rel=1e-9)
     if message:
         return message
-    if any(lora_params == q1_expected(model) for model in ("smollm2-135m", "qwen2.5-7b", "qwen2.5-0.5b")):
+    if any(lora_params == lora_count(other, r, targets) for other in ("smollm2-135m", "qwen2.5-7b", "qwen2.5-0.5b")):
         return "that is another model's count: the exercise asks for Qwen2.5-1.5B-Instruct"
     return "not the LoRA parameter count for rank 8 on q_proj and v_proj of Qwen2.5-1.5B"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from . import NOT_DONE, first_match, guarded, is_number, near, not_done, shown
+from .digest import is_answer, undo
 
 SENT = 100.00  # the request left at t = 100.00 s
 STREAM = (100.42, 100.47, 100.53, 100.58, 100.71, 100.76)  # arrival times of its 6 tokens
@@ -114,7 +115,8 @@ def q2(best_concurrency, best_goodput, load_records) -> str | None:
     return None
 
 
-def q3_expected(model: str = "qwen2.5-7b", slow: str = "bf16", fast: str = "nf4") -> float:
+def speedup(model: str, slow: str, fast: str) -> float:
+    """bf16 bytes / NF4 bytes (or any two precisions) for a catalog model: what the named wrong kinds are made of."""
     from ...catalog import estimate_weights_bytes, get_model
 
     spec = get_model(model)
@@ -127,14 +129,14 @@ def q3(predicted_speedup, why_not) -> str | None:
         return f"{NOT_DONE}: set predicted_speedup and why_not"
     if not is_number(predicted_speedup) or predicted_speedup <= 0:
         return f"a speed-up is a positive ratio, got {shown(predicted_speedup)}"
-    expected = q3_expected()
-    if not near(predicted_speedup, expected, 0.005):
-        message = first_match(predicted_speedup, [
-            (1 / expected, "NF4 reads fewer bytes than bf16, so it should be faster: bf16 bytes / NF4 bytes, not NF4 / bf16"),
+    if not is_answer("04q3", predicted_speedup):
+        message = undo(predicted_speedup, [
+            ("04q3", lambda v: 1 / v, "NF4 reads fewer bytes than bf16, so it should be faster: bf16 bytes / NF4 bytes, not NF4 / bf16"),
+        ]) or first_match(predicted_speedup, [
             (4.0, "16 bits / 4 bits leaves out what NF4 keeps in 16 bits (embeddings, norms) and its scales: use the catalog's bytes"),
-            (q3_expected(fast="int8"), "that is int8's speed-up: the exercise compares NF4 with bf16"),
-            (q3_expected(slow="fp32"), "that compares with fp32: the exercise compares NF4 with bf16"),
-            (q3_expected("smollm2-135m"), "that is the embedded model's ratio: the exercise asks about Qwen2.5-7B"),
+            (speedup("qwen2.5-7b", "bf16", "int8"), "that is int8's speed-up: the exercise compares NF4 with bf16"),
+            (speedup("qwen2.5-7b", "fp32", "nf4"), "that compares with fp32: the exercise compares NF4 with bf16"),
+            (speedup("smollm2-135m", "bf16", "nf4"), "that is the embedded model's ratio: the exercise asks about Qwen2.5-7B"),
         ], rel=0.005)
         return message or "not bf16 bytes / NF4 bytes for Qwen2.5-7B from helpers.catalog.estimate_weights_bytes"
     if not isinstance(why_not, str) or len(why_not.split()) < 5:
