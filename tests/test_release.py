@@ -173,8 +173,9 @@ print(json.dumps({"key": False, "found": found}))
     assert not result["key"], "the answer key is importable in the release"
     for where, text in result["found"]:
         for question, value in answers.items():
-            shown = [repr(value)] if isinstance(value, str) else [repr(value), f"{value:.6g}", f"{value:,.0f}"]
-            if isinstance(value, str) and len(value) < 6:
-                continue
+            if where.split(".")[-1].startswith("__") or (isinstance(value, str) and not where.endswith("()")):
+                continue  # a text answer is one of the options the exercise lists (its constants name them all)
+            shown = ([repr(value)] if isinstance(value, str) else
+                     [repr(value), f"{value:.6g}"] + ([f"{value:,.0f}", f"{value:.0f}"] if abs(value) >= 1000 else []))
             for form in shown:
-                assert form not in text or question == "02q2" and where.endswith(("Q2", "Q1")), (where, question, text[:200])
+                assert form not in text, (where, question, text[:200])
