@@ -112,12 +112,13 @@ def graded(tmp_path_factory):
     # a stale feedback file from an earlier run
     before = _lab_files()
     grades = tmp_path_factory.mktemp("grades")
-    # the correct submission is graded while another job keeps a core busy
-    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    # the correct submission is graded while two other jobs keep both cores busy
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
         under_load = course.grade_folder(loaded, LAB, grades / "loaded.csv", timeout_s=TIMEOUT_S, workers=1, sandbox=SANDBOX)
     finally:
-        burner.kill()
+        for burner in burners:
+            burner.kill()
     os.environ["OTS_SUBMISSIONS"] = str(rest)  # the attack is told where the class's notebooks are
     # secrets the grading process holds: in its environment and in its home; none may reach a submission or a gradebook
     real_home = tmp_path_factory.mktemp("instructor_home")
