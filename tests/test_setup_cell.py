@@ -64,7 +64,6 @@ echo "$line" >> {pip_log}
 def test_where_colab_cannot_keep_every_package_the_install_says_which_moved_and_why(tmp_path):
     """The first try pins every pre-installed package; where the resolver refuses, the second keeps torch and the notebook
     front end, and the report names each moved package with the installed requirement that asked for it."""
-    import json
     from importlib.metadata import version
 
     sys.path.insert(0, str(ROOT / "scripts"))

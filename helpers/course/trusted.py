@@ -548,8 +548,6 @@ def score_answers(autograder: Path, answers: dict, imports, functions, provided:
                 if not result.passed and not result.test_case.hidden:
                     said += [line.strip() for line in str(result.message).splitlines() if line.strip().startswith("✗")]
             failed_hidden = any(not r.passed and r.test_case.hidden for r in test_file.test_case_results)
-            import builtins
-
             absent = sorted(n for case in test_file.test_cases for n in free_names(case_source(case.body))
                             if n not in namespace and not hasattr(builtins, n) and not n.startswith("_"))
             if absent and not test_file.passed_all:  # the answer's name never reached the grader: say that, not "a hidden test"

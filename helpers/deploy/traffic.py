@@ -205,8 +205,6 @@ def report(table, ledger_rows, prices_per_1m: tuple[float, float], scale: float)
     percentiles per route, the fallbacks taken, and triage accuracy per route with its interval (``quality``; a
     stand-in's route is "not measured"). ``prices_per_1m`` = the paid API's (input, output) USD per 1M
     tokens (Lab 01's snapshot); ``scale`` = conversations each simulated request stands for."""
-    import pandas as pd
-
     if len(table) == 0:
         raise InputError("the day's table is empty: no request was replayed", fix="sample a day with at least one request "
                          "(traffic.sample_day(rows, n, ...), n >= 1) and replay it before the report")

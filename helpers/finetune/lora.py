@@ -598,8 +598,8 @@ def text_classifier_baseline(train_rows: list[dict], rows: list[dict]) -> list[s
         raise InputError("the text classifier needs training rows", fix="pass the training split (ft.load_tickets('train'))")
     texts = [row["message"] for row in train_rows]
     predicted: list[dict] = [{} for _ in rows]
-    for field in FIELDS:
-        labels = [json.dumps(row["target"][field]) for row in train_rows]  # true/false and strings alike
+    for name in FIELDS:
+        labels = [json.dumps(row["target"][name]) for row in train_rows]  # true/false and strings alike
         if len(set(labels)) == 1:
             guesses = labels[:1] * len(rows)
         else:
@@ -608,7 +608,7 @@ def text_classifier_baseline(train_rows: list[dict], rows: list[dict]) -> list[s
             model.fit(texts, labels)
             guesses = list(model.predict([row["message"] for row in rows]))
         for target, guess in zip(predicted, guesses):
-            target[field] = json.loads(guess)
+            target[name] = json.loads(guess)
     return [target_json(target) for target in predicted]
 
 

@@ -617,7 +617,7 @@ def recommend(judgement, summary, split: dict | None = None, setup: dict | None 
     if passing:
         best = min(passing, key=lambda o: medians[o])
         sentences.append(f"Go with the {best} option.")
-        sentences.append(f"It passes all four of the desk's bars.")
+        sentences.append("It passes all four of the desk's bars.")
         if best != "all-API":
             saving = 1 - medians[best] / api["median"]
             sentences.append(f"Median cost {money(medians[best])} a month, {percent(saving)} less than all-API ({money(api['median'])}).")
