@@ -409,7 +409,8 @@ def load_memory_sentence(table, low: str = "nf4", high: str = "bf16") -> str:
     sentence follows the measured growth of the process, whichever way it went."""
     if low not in table.index or high not in table.index:
         return f"(this run has no {low} and {high} rows to compare while loading)"
-    grew = {name: float(table.loc[name, "RSS growth GB"]) for name in (low, high)}
+    grew = {name: float(table.loc[name, "RSS growth GB"]) + 0.0 for name in (low, high)}
+    grew = {name: 0.0 if abs(value) < 0.005 else value for name, value in grew.items()}  # never "-0.00 GB"
     weights = {name: float(table.loc[name, "weights GB measured"]) for name in (low, high)}
     start = (f"Loading {low} grew this process by {grew[low]:.2f} GB and {high} by {grew[high]:.2f} GB, while {low}'s "
              f"weights are {weights[low] / weights[high]:.2f}x {high}'s ({weights[low]:.2f} vs {weights[high]:.2f} GB)")
