@@ -1,8 +1,10 @@
 """The grading round trip, with otter really running the notebooks, on a busy machine."""
 import csv
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +24,8 @@ SANDBOX = course.sandbox_available()
 FEEDBACK = {}  # where the fixture's per-student feedback files went
 MARKER = "ots-attack-7f3a"
 SECRET = "-".join(["hf", "instructorsecretvalue", "0042"])  # built here: no key-shaped string in the repository
+PLAIN = "correct horse battery staple 42"  # not shaped like a key, held by the grading process's environment
+ENV_SECRET = "plain-" + "dotenv-value-7731"  # held by the kit's .env
 ATTACK = f"""import os, pathlib, subprocess, sys, zipfile, helpers
 root = pathlib.Path(helpers.__file__).resolve().parent.parent
 for target in (root / "helpers" / "{MARKER}", pathlib.Path("/tmp/{MARKER}-written")):
@@ -37,6 +41,32 @@ readable = [p for p in (root / "solutions" / "{LAB}.ipynb", root / "build" / "au
 readable += [name for name in os.environ if name.startswith("OTS_TEST_SECRET") or name in ("HF_TOKEN", "OPENAI_API_KEY")]
 readable += [p for p in (pathlib.Path(os.environ.get("OTS_TEST_REAL_HOME", "/nonexistent")) / "secret.txt", root / ".git" / "HEAD") if p.exists()]
 others = [p.name for p in pathlib.Path(os.environ.get("OTS_SUBMISSIONS", "/nonexistent")).glob("*.ipynb")]
+# the host's own secrets and services: /etc/shadow (root keeps owner rights), the kit's .env, any Unix socket
+for path in (pathlib.Path("/etc/shadow"), root / ".env", pathlib.Path("/srv/ots-other-copy/solutions/{LAB}.ipynb")):
+    try:
+        if path.read_text():
+            readable.append(str(path))
+    except OSError:
+        pass
+import socket
+for folder in ("/run", "/var/run", os.environ.get("OTS_TEST_SOCKET_DIR", "/nonexistent")):
+    for place, _, names in os.walk(folder):
+        for name in names:
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.settimeout(1)
+                    probe.connect(os.path.join(place, name))
+                    readable.append(os.path.join(place, name))
+                except OSError:
+                    pass
+# RAM-backed folders are sized: 600 MB to /dev/shm does not fit
+try:
+    with open("/dev/shm/{MARKER}-fill", "wb") as handle:
+        for _ in range(600):
+            handle.write(bytes(2**20))
+    readable.append("/dev/shm took 600 MB")
+except OSError:
+    pass
 # hidden tests anywhere it can reach: its scratch folder (the autograder otter runs) and its /tmp, kit and venv aside
 skip = (str(root), sys.prefix)
 for base in (pathlib.Path.cwd().parent, pathlib.Path("/tmp")):
@@ -78,12 +108,17 @@ def graded(tmp_path_factory):
     attacking.cells.insert(5, nbformat.v4.new_code_cell(ATTACK))
     # a key-shaped string in a raised error must not reach the gradebook
     attacking.cells.insert(len(attacking.cells) - 1, nbformat.v4.new_code_cell('raise ValueError("sk-" + "attackerkey1234567")'))
+    # and it raises what it finds of the grader's environment and of the kit's .env: the gradebook shows neither
+    attacking.cells.insert(len(attacking.cells) - 1, nbformat.v4.new_code_cell(
+        'import os, pathlib, helpers\n_env = pathlib.Path(helpers.__file__).resolve().parent.parent / ".env"\n'
+        'raise RuntimeError("\\x1b[2K\\x1b]0;owned\\x07" + str(os.environ.get("OTS_TEST_PLAIN")) + " " + '
+        '(_env.read_text() if _env.exists() else ""))'))
     # and it asks for more memory than the machine has: a MemoryError in its own kernel, the class goes on
     attacking.cells.insert(len(attacking.cells) - 1, nbformat.v4.new_code_cell("hog = bytearray(512 * 2**30)"))
     nbformat.write(attacking, rest / "eve_attacks.ipynb")
     flooding = course.answered_lab(LAB)  # starts processes until the sandbox's limit stops it
     flooding.cells.insert(3, nbformat.v4.new_code_cell(
-        "import subprocess, time\nprocs = [subprocess.Popen(['sleep', '120']) for _ in range(400)]\ntime.sleep(60)"))
+        "import subprocess, time\nprocs = [subprocess.Popen(['sleep', '120.317']) for _ in range(400)]\ntime.sleep(60)"))
     nbformat.write(flooding, rest / "mallory_floods.ipynb")
     # the rebinding attack: a nearly free GPU and dearer staff, then answers consistent with them (break-even, tornado)
     rebinding = course.answered_lab(LAB)
@@ -101,6 +136,10 @@ def graded(tmp_path_factory):
     (rest / "=1+2.ipynb").write_text("{")
     (rest / os.fsdecode(b"\xff\xfename.ipynb")).write_text("{")
     (rest / ("long" * 55 + ".ipynb")).write_text("{")
+    (rest / "section1").mkdir()  # two students whose flat names could meet: each keeps a feedback file of their own
+    (rest / "section1" / "alice.ipynb").write_text("{")
+    (rest / "section1__alice.ipynb").write_text("{")
+    (rest / "\x1b[2Kmallory\x1b]0;owned\x07.ipynb").write_text("{")  # a name that would rewrite the terminal
     # the instructor's own solution (no otter metadata) and a notebook whose kernelspec names a kernel nobody has
     nbformat.write(nbformat.read(ROOT / "solutions" / f"{LAB}.ipynb", as_version=4), rest / "instructor_solution.ipynb")
     carol = nbformat.read(rest / "carol_partial.ipynb", as_version=4)
@@ -125,14 +164,38 @@ def graded(tmp_path_factory):
     (real_home / "secret.txt").write_text(SECRET)
     from helpers.paths import cache_dir
 
-    saved = {k: os.environ.get(k) for k in ("OTS_TEST_SECRET_KEY", "HF_TOKEN", "HOME", "OTS_TEST_REAL_HOME", "OTS_CACHE")}
+    saved = {k: os.environ.get(k) for k in ("OTS_TEST_SECRET_KEY", "HF_TOKEN", "HOME", "OTS_TEST_REAL_HOME", "OTS_CACHE",
+                                            "OTS_TEST_PLAIN", "OTS_TEST_SOCKET_DIR")}
     os.environ.update(OTS_TEST_SECRET_KEY=SECRET, HF_TOKEN=SECRET, HOME=str(real_home), OTS_TEST_REAL_HOME=str(real_home),
-                      OTS_CACHE=str(cache_dir()))  # the model cache stays where it is while HOME moves
+                      OTS_CACHE=str(cache_dir()),  # the model cache stays where it is while HOME moves
+                      OTS_TEST_PLAIN=PLAIN)  # a secret that is not shaped like a key, under a harmless-looking name
+    # a service on this machine: a Unix socket outside the temporary folders (a database, docker.sock)
+    import socket as _socket
+
+    socket_dir = Path(tempfile.mkdtemp(dir="/run" if os.access("/run", os.W_OK) else str(ROOT / "build")))
+    listener = _socket.socket(_socket.AF_UNIX)
+    listener.bind(str(socket_dir / "listener.sock"))
+    listener.listen(8)
+    os.environ["OTS_TEST_SOCKET_DIR"] = str(socket_dir)
+    # the kit's .env with a plain secret (a submission that reads it raises it in an error: the gradebook must not show it)
+    other_copy = Path("/srv/ots-other-copy/solutions")  # another copy of the kit's solutions on this machine
+    if os.access("/srv", os.W_OK):
+        other_copy.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "solutions" / f"{LAB}.ipynb", other_copy / f"{LAB}.ipynb")
+    env_file = ROOT / ".env"
+    had_env = env_file.exists()
+    if not had_env:
+        env_file.write_text(f"PAID_API_PASSWORD={ENV_SECRET}\n")
     (grades / "rest-feedback").mkdir()
     (grades / "rest-feedback" / "left_from_last_year.txt").write_text("old")
     try:
         others = course.grade_folder(rest, LAB, grades / "rest.csv", timeout_s=TIMEOUT_S, workers=2, sandbox=SANDBOX)
     finally:
+        listener.close()
+        shutil.rmtree(socket_dir, ignore_errors=True)
+        shutil.rmtree(other_copy.parent, ignore_errors=True)
+        if not had_env:
+            env_file.unlink(missing_ok=True)
         os.environ.pop("OTS_SUBMISSIONS", None)
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
@@ -250,15 +313,52 @@ def test_without_a_sandbox_grading_refuses_and_names_the_fix(tmp_path, monkeypat
     assert "bubblewrap" in error.value.fix and "otter grade" in error.value.fix
 
 
-def test_cli_guesses_the_lab_past_a_damaged_notebook(tmp_path, capsys):
+def test_cli_takes_the_lab_from_the_class_folders_name_past_a_damaged_notebook(tmp_path, capsys):
     from helpers.course.__main__ import main
 
-    (tmp_path / "aa_broken.ipynb").write_text("not json")
-    nbformat.write(course.answered_lab(LAB, set()), tmp_path / "bb_blank.ipynb")
-    args = ["grade", str(tmp_path), "--out", str(tmp_path / "out" / "g.csv"), "--timeout", "90"] + ([] if SANDBOX else ["--no-sandbox"])
+    folder = tmp_path / LAB  # the class folder is named after the lab: that decides, no notebook does
+    folder.mkdir()
+    (folder / "aa_broken.ipynb").write_text("not json")
+    nbformat.write(course.answered_lab(LAB, set()), folder / "bb_blank.ipynb")
+    (folder / "cc_folder.ipynb").mkdir()  # a folder named like a notebook gets its one line
+    args = ["grade", str(folder), "--out", str(tmp_path / "out" / "g.csv"), "--timeout", "90"] + ([] if SANDBOX else ["--no-sandbox"])
     assert main(args) == 0
     rows = {r["student"]: r for r in csv.DictReader(open(tmp_path / "out" / "g.csv"))}
     assert rows["aa_broken"]["error"].startswith("not a valid notebook") and rows["bb_blank"]["error"] == ""
+    assert rows["cc_folder"]["error"] == "not a notebook file: a folder named like a notebook"
+
+
+def test_no_single_submission_decides_the_lab(tmp_path):
+    """One notebook declaring another assignment, a link, or a 200,000-deep JSON file cannot steer or stop the guess."""
+    import json
+
+    from helpers.course.grading import guess_lab
+
+    declared = lambda lab: json.dumps({"cells": [], "metadata": {"otter": {"assignment_name": lab}}})  # noqa: E731
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.ipynb").write_text(declared(LAB))
+    (tmp_path / "mallory.ipynb").write_text(declared("00_first_open_model"))
+    (tmp_path / "deep.ipynb").write_text("[" * 200_000 + "]" * 200_000)
+    (tmp_path / "link.ipynb").symlink_to(tmp_path / "mallory.ipynb")
+    assert guess_lab(tmp_path)[0] == LAB  # 3 against 1 (the link is not followed, the deep file counts for nothing)
+    (tmp_path / "mallory2.ipynb").write_text(declared("00_first_open_model"))
+    lab, why = guess_lab(tmp_path)
+    assert lab is None and "do not agree" in why  # 3 against 2: no clear majority, the instructor names it
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "x.ipynb").write_text(declared(LAB))
+    assert guess_lab(lone)[0] is None  # one notebook alone never decides
+
+
+def test_feedback_names_are_injective_and_cells_hold_no_control_characters():
+    from helpers.course.grading import GradeResult, csv_cell, feedback_name
+
+    names = ["section1/alice", "section1__alice", "alice", "al ice", "al_ice", "x" * 300, "x" * 301]
+    assert len({feedback_name(n) for n in names}) == len(names)
+    hostile = "bob\x1b[2K\x1b]0;owned\x07 6/6\u202e\x00"
+    result = GradeResult(hostile, {"q1": 0.0}, 0.0, 2.0, "error \x1b[31mred\x1b[0m\r\nnext", messages={"q1": ["\x1b[1A✗ up"]})
+    assert result.student == "bob 6/6" and result.error == "error red  next" and result.messages["q1"] == ["✗ up"]
+    assert csv_cell("\x1b[2K=1+2") == "'=1+2" and "\x1b" not in result.feedback("01_tco_economics", {})
 
 
 def test_each_student_gets_a_feedback_file_without_hidden_tests(graded):
@@ -278,6 +378,8 @@ def test_no_secret_reaches_a_submission_or_the_gradebook(graded):
     rows, _ = graded
     everything = "\n".join(p.read_text(errors="replace") for p in FEEDBACK["grades"].rglob("*") if p.is_file())
     assert SECRET not in everything and "attackerkey" not in everything
+    assert PLAIN not in everything and ENV_SECRET not in everything and "\x1b" not in everything
+    assert len({p.name for p in FEEDBACK["dir"].glob("section1*alice*.txt")}) == 2  # section1/alice and section1__alice
     assert rows["eve_attacks"]["error"].startswith("a cell raised ValueError: [redacted]"), rows["eve_attacks"]
 
 
@@ -296,7 +398,7 @@ def test_memory_and_process_limits_stop_one_submission_with_a_reason(graded):
     if SANDBOX:
         assert "MemoryError" in eve["error"], eve
         assert float(mallory["total"]) == 0.0 and "more than 200 processes" in mallory["error"], mallory
-    left = subprocess.run(["pgrep", "-f", "sleep 120"], capture_output=True, text=True).stdout.split()
+    left = subprocess.run(["pgrep", "-f", "sleep 120.317"], capture_output=True, text=True).stdout.split()
     assert not left, left
 
 
@@ -413,3 +515,31 @@ def test_a_model_check_on_a_loaded_machine_keeps_full_marks(tmp_path, embedded):
             burner.kill()
         scorer.close()
     assert found == {"q1": 2.0, "q2": 2.0} and problem == "", (found, messages, problem)
+
+def test_a_submission_that_fills_its_scratch_folder_is_stopped_with_a_reason(tmp_path, monkeypatch):
+    from helpers.course import grading
+
+    monkeypatch.setattr(grading, "MAX_SCRATCH_BYTES", 5 * 2**20)
+    writer = subprocess.Popen([sys.executable, "-c", f"import time\nfor i in range(100):\n"
+                               f"    open(r'{tmp_path}/f%d' % i, 'wb').write(bytes(2**20)); time.sleep(0.05)\ntime.sleep(30)"],
+                              start_new_session=True)
+    output, why = grading._wait(writer, 60, scratch=tmp_path)
+    grading._kill_tree(writer)
+    assert why and "wrote more than" in why
+    assert grading.scratch_usage(tmp_path)[1] < 100
+
+
+def test_the_scoring_process_is_stopped_when_it_takes_too_much_memory(tmp_path, monkeypatch):
+    import json
+
+    from helpers.course import grading
+
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({"data": {}, "calls": {}}))
+    monkeypatch.setattr(grading, "SCORER_MEMORY_BYTES", 2**20)  # 1 MiB: any Python is over it
+    scorer = grading.Scorer(LAB, timeout_s=30)
+    try:
+        _, _, _, problem = scorer.score(answers)
+    finally:
+        scorer.close()
+    assert "more than 0 GiB of memory" in problem or "memory" in problem, problem

@@ -39,9 +39,12 @@ def test_the_release_points_every_badge_and_setup_cell_at_the_class_repository(r
         assert f'REPO_URL = "{CLASS_REPO}"' in text and "own-the-stack/own-the-stack" not in text
 
 
-@pytest.mark.parametrize("url, says", [(None, "no class repository"), ("https://github.com/own-the-stack/own-the-stack", "kit's own"),
+@pytest.mark.parametrize("url, says", [(None, "no class repository"), ("kit", "kit's own"),
                                        ("https://gitlab.com/me/class", "not a GitHub repository"), ("git@github.com:me/c.git", "not a GitHub")])
 def test_a_release_without_a_class_repository_or_with_the_kits_is_refused(tmp_path, url, says):
+    from helpers.course.labs import repo_url
+
+    url = repo_url() if url == "kit" else url
     with pytest.raises(InputError, match=says):
         rel.release(tmp_path / "class", url)
     assert not (tmp_path / "class").exists()
@@ -59,6 +62,9 @@ def test_a_class_copy_moves_to_another_repository_and_its_kit_lists_only_its_com
                          cwd=copy, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert repo_url(copy) == "https://github.com/acme-university/spring"
+    back = subprocess.run([sys.executable, "-m", "helpers.course", "build", "--repository", repo_url()],
+                          cwd=copy, capture_output=True, text=True, env=env, timeout=120)  # the kit's own, from a class copy
+    assert back.returncode == 2 and "kit's own repository" in back.stderr
     assert "acme-university/spring/blob/main/labs/00_first_open_model" in (copy / "labs" / "00_first_open_model" / "00_first_open_model.ipynb").read_text()
     nothing = subprocess.run([sys.executable, "-m", "helpers.course", "build"], cwd=copy, capture_output=True, text=True, env=env, timeout=120)
     assert nothing.returncode == 2 and "class copy" in nothing.stderr and "--repository" in nothing.stderr

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -69,17 +68,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.repository.rstrip('/').removesuffix('.git')}: push it there (git -C {out} push <that URL> HEAD:main)")
         return 0
     lab = args.lab
-    if lab is None:
-        for path in sorted(Path(args.folder).rglob("*.ipynb")):
-            if not path.is_file() or path.stat().st_size > 50_000_000:  # a FIFO or a folder named *.ipynb is not read
-                continue
-            try:  # a damaged submission must not stop the class being graded: the next one names the lab
-                name = json.loads(path.read_text()).get("metadata", {}).get("otter", {}).get("assignment_name")
-            except (ValueError, UnicodeDecodeError, AttributeError):
-                continue
-            if name:
-                lab = name
-                break
+    if lab is None:  # the instructor's word, the folder's name, or a clear majority: never one submission's say-so
+        from .grading import guess_lab
+
+        lab, why = guess_lab(Path(args.folder))
+        if lab is None:
+            print(f"which lab is this class? {why}: name it, e.g. bash kit grade {args.folder} 01_tco_economics",
+                  file=sys.stderr)
+            return 2
+        print(f"grading {lab} ({why})", file=sys.stderr)
     if lab not in lab_names():
         print(f"unknown lab {lab!r}; labs: {', '.join(lab_names())}", file=sys.stderr)
         return 2

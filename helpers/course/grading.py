@@ -229,9 +229,10 @@ class GradeResult:
     rerun: bool = False  # graded a second time, alone, after a timeout
     written: dict[str, int] | None = None  # open-ended questions: words written (0: blank), read from the submission
 
-    def __post_init__(self):  # whatever a submission printed or raised, nothing shaped like a key reaches a gradebook
-        self.error = redact(self.error)
-        self.messages = {q: [redact(m) for m in said] for q, said in (self.messages or {}).items()}
+    def __post_init__(self):  # whatever a submission printed or raised: no key, no secret value, no control character
+        self.student = printable(self.student)
+        self.error = printable(redact(self.error))
+        self.messages = {q: [printable(redact(m)) for m in said] for q, said in (self.messages or {}).items()}
 
     def feedback(self, lab: str, manual: dict[str, float]) -> str:
         """The text returned to the student: points per question, what the checks said, what a person will read."""
@@ -264,7 +265,6 @@ SANDBOX_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "OMP_NUM_THRE
                "CUDA_VISIBLE_DEVICES", "OTS_PLAN", "OTS_SIMULATE_GPU")
 KEY_SHAPES = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{8,}|gh[pousr]_[A-Za-z0-9]{8,}|AKIA[0-9A-Z]{12,}|xox[abpr]-[A-Za-z0-9\-]{8,}"
                         r"|AIza[0-9A-Za-z_\-]{20,}|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,})")
-SECRET_NAMES = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.I)
 
 
 def sandbox_env(scratch: Path, home: Path) -> dict[str, str]:
@@ -279,11 +279,35 @@ def sandbox_env(scratch: Path, home: Path) -> dict[str, str]:
     return env
 
 
+# values of the grading process's environment a gradebook may show as they are: what the sandbox passes on anyway and
+# what says nothing about the instructor (paths of the system, the kit's plan)
+HARMLESS = {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "SHELL", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OTS_PLAN",
+            "ATEN_CPU_CAPABILITY", "MPLBACKEND", "HF_HUB_OFFLINE", "PYTHONUNBUFFERED", "SHLVL", "_", "PWD", "OLDPWD"}
+
+
+def secret_values() -> list[str]:
+    """Every value the grading process holds that a submission could try to smuggle out: its environment's values
+    (whatever their names: a secret need not be called KEY) and the values of the kit's ``.env`` file, longest first."""
+    values = {value for name, value in os.environ.items()
+              if name not in HARMLESS and len(value) >= 8 and not value.replace(".", "").isdigit()}
+    for name in SECRET_FILES[:2]:
+        try:
+            for line in (REPO_ROOT / name).read_text(errors="replace").splitlines():
+                if "=" in line and not line.lstrip().startswith("#"):
+                    value = line.split("=", 1)[1].strip().strip("'\"")
+                    if len(value) >= 6:
+                        values.add(value)
+        except OSError:
+            continue
+    return sorted(values, key=len, reverse=True)
+
+
 def redact(text: str) -> str:
-    """``text`` with anything shaped like a key, and the value of any secret-named variable of this process, replaced."""
+    """``text`` with anything shaped like a key, and every value of this process's environment and of the kit's
+    ``.env`` (:func:`secret_values`), replaced."""
     text = KEY_SHAPES.sub("[redacted]", str(text))
-    for name, value in os.environ.items():
-        if SECRET_NAMES.search(name) and len(value) >= 8 and value in text:
+    for value in secret_values():
+        if value in text:
             text = text.replace(value, "[redacted]")
     return text
 
@@ -292,7 +316,7 @@ def csv_cell(value) -> str | float:
     """A gradebook cell that a spreadsheet shows as text: never a formula (=, +, -, @, tab, CR at the start)."""
     if isinstance(value, (int, float)):
         return value
-    text = str(value)
+    text = printable(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
@@ -343,28 +367,74 @@ def _needed_paths() -> set[Path]:
     return {Path(p).resolve() for p in paths}
 
 
+# what of the machine a submission's kernel sees, read-only: the system's programs and libraries, the few files of /etc
+# a Python and its libraries read, then (see _needed_paths) the kit, its Python and the model caches. Nothing else is
+# there: no home, no /run (no host socket: docker.sock, PostgreSQL, D-Bus), no /etc/shadow, no other copy of the kit
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC_FILES = ("passwd", "group", "nsswitch.conf", "hosts", "host.conf", "resolv.conf", "gai.conf", "localtime", "timezone",
+             "ssl", "ca-certificates", "pki", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "fonts",
+             "mime.types", "os-release", "debian_version", "machine-id")
+SANDBOX_UID = 65534  # nobody: a root grader's submissions run as this user, with no owner rights on anything outside
+TMPFS_BYTES = 512 * 2**20  # each of /tmp, /var/tmp and /dev/shm in the sandbox (RAM-backed, so bounded)
+SECRET_FILES = (".env", ".env.local", ".netrc", ".pgpass")
+
+
 def sandbox_prefix(scratch: Path, work: Path, hide: list[Path] = ()) -> list[str]:
-    """bubblewrap arguments for one submission: the whole machine read-only, no network, its scratch folder the only
-    writable place, its own PID namespace (every process it starts dies with it), no capabilities even when grading as
-    root, and what a student must not read replaced by empty folders (:func:`_hidden_roots`); what the notebook needs
-    from under them (the kit, its Python, the model cache) is bound back, read-only, and the kit's history and
-    solutions hidden again on top."""
-    args = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--new-session",
-            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    hidden = _hidden_roots(hide)
-    for path in hidden:
-        args += ["--tmpfs", str(path)]
+    """bubblewrap arguments for one submission, built from an allow-list: the system's programs and libraries and a
+    few files of /etc, the kit (without its history, solutions, built autograders, gradebooks and secret files), its
+    Python and the model caches, all read-only; its scratch folder the only writable place; RAM-backed folders sized
+    (TMPFS_BYTES); no network, its own PID, IPC and UTS namespaces (every process it starts dies with it). A root grader's
+    submission then runs as ``nobody`` (setpriv, every capability and the bounding set dropped, no new privileges): a
+    fresh, unprivileged user with no owner rights on the host's files."""
+    args = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+            "--unshare-uts", "--unshare-cgroup-try", "--new-session", "--dev", "/dev", "--proc", "/proc"]
+    for folder in SYSTEM_DIRS:
+        path = Path(folder)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), folder]
+        elif path.is_dir():
+            args += ["--ro-bind", folder, folder]
+    for name in ETC_FILES:
+        if (Path("/etc") / name).exists():
+            args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    for folder in ("/tmp", "/var/tmp", "/dev/shm"):
+        args += ["--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", folder]
     needed = sorted({p for p in _needed_paths() if p.exists()}, key=lambda p: len(p.parts))
-    rebound = [path for path in needed if any(path.is_relative_to(root) for root in hidden)]
-    for path in rebound:
-        args += ["--ro-bind", str(path), str(path)]
-    for path in hidden:  # inside what was bound back (the kit's .git and solutions live in the repository)
-        if any(path.is_relative_to(back) and path != back for back in rebound):
+    # the folders above what is bound, made traversable (bubblewrap would make them 0700: closed to the sandbox's user)
+    parents = sorted({parent for path in [*needed, scratch] for parent in Path(path).parents
+                      if parent != Path("/") and not any(parent.is_relative_to(folder) for folder in ("/usr", "/tmp"))},
+                     key=lambda p: len(p.parts))
+    for parent in parents:
+        args += ["--perms", "0755", "--dir", str(parent)]
+    for path in needed:
+        if not any(path.is_relative_to(outer) and path != outer for outer in needed):
+            args += ["--ro-bind", str(path), str(path)]
+    for path in _hidden_roots(hide):  # inside what was bound (the kit's .git and solutions live in the repository)
+        if any(path.is_relative_to(back) for back in needed):
             args += ["--tmpfs", str(path)]
+    for back in needed:
+        for name in SECRET_FILES:
+            if (back / name).is_file():
+                args += ["--ro-bind", "/dev/null", str(back / name)]
     args += ["--bind", str(scratch), str(scratch), "--chdir", str(work)]
     if os.geteuid() == 0:
-        args += ["--cap-drop", "ALL"]  # root in the sandbox could otherwise remount / read-write
+        tool = shutil.which("setpriv")
+        if tool is None:
+            args += ["--cap-drop", "ALL"]
+        else:
+            args += [tool, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--inh-caps=-all",
+                     "--bounding-set=-all", "--no-new-privs", "--"]
     return args
+
+
+def hand_over(scratch: Path) -> None:
+    """A root grader's scratch folder, given to the sandbox's unprivileged user (it writes its answers and output there)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return
+    for folder, _, files in os.walk(scratch):
+        os.chown(folder, SANDBOX_UID, SANDBOX_UID)
+        for name in files:
+            os.chown(os.path.join(folder, name), SANDBOX_UID, SANDBOX_UID, follow_symlinks=False)
 
 
 # Per-submission limits (besides the time limit): each process of the sandbox may map at most its share of this machine's
@@ -414,12 +484,40 @@ def _descendants(pid: int) -> int:
     return count
 
 
-def _wait(process: subprocess.Popen, timeout_s: float, max_processes: int = MAX_PROCESSES) -> tuple[str, str | None]:
-    """Wait for the sandbox with its time limit, counting its processes on the way: (output, why it was stopped or None)."""
+MAX_SCRATCH_BYTES = 2 * 2**30  # all a submission may write to its scratch folder (its working folder and home)
+MAX_SCRATCH_FILES = 20_000
+
+
+def scratch_usage(folder: Path, stop_after: int = MAX_SCRATCH_FILES + 1) -> tuple[int, int]:
+    """(bytes, files) under ``folder``, links not followed; counting stops past ``stop_after`` files."""
+    total, count = 0, 0
+    stack = [str(folder)]
+    while stack and count < stop_after:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    count += 1
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+    return total, count
+
+
+def _wait(process: subprocess.Popen, timeout_s: float, max_processes: int = MAX_PROCESSES,
+          scratch: Path | None = None) -> tuple[str, str | None]:
+    """Wait for the sandbox with its time limit, counting its processes (and what it wrote to ``scratch``) on the way:
+    (output, why it was stopped or None)."""
     collected: list[str] = []
     reader = threading.Thread(target=lambda: collected.append(process.stdout.read() if process.stdout else ""), daemon=True)
     reader.start()
     deadline = time.monotonic() + timeout_s
+    next_disk = time.monotonic()
     why = None
     while process.poll() is None:
         if time.monotonic() > deadline:
@@ -428,6 +526,13 @@ def _wait(process: subprocess.Popen, timeout_s: float, max_processes: int = MAX_
         if _descendants(process.pid) > max_processes:
             why = f"stopped: the notebook started more than {max_processes} processes (the sandbox's limit)"
             break
+        if scratch is not None and time.monotonic() >= next_disk:
+            written, files = scratch_usage(scratch)
+            if written > MAX_SCRATCH_BYTES or files > MAX_SCRATCH_FILES:
+                why = (f"stopped: the notebook wrote more than {MAX_SCRATCH_BYTES // 2**30} GiB or {MAX_SCRATCH_FILES:,} "
+                       "files (the sandbox's limit)")
+                break
+            next_disk = time.monotonic() + 1.0
         time.sleep(0.2)
     if why:
         _kill_tree(process)
@@ -480,8 +585,10 @@ def _grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: bo
     start = time.perf_counter()
     if submission.is_symlink() or not submission.is_file() or submission.stat().st_size > MAX_SUBMISSION_BYTES:
         # a link could point at the instructor's files (read here, outside the sandbox); a FIFO would block the class
-        return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible,
-                           f"not a notebook file: a link, folder, special file or over {MAX_SUBMISSION_BYTES // 1_000_000} MB", 0.0)
+        kind = ("a link (never followed)" if submission.is_symlink() else "a folder named like a notebook" if submission.is_dir()
+                else "a special file (a pipe or a device)" if not submission.is_file()
+                else f"over {MAX_SUBMISSION_BYTES // 1_000_000} MB")
+        return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible, f"not a notebook file: {kind}", 0.0)
     try:
         notebook = nbformat.read(submission, as_version=4)
         nbformat.validate(notebook)
@@ -517,9 +624,10 @@ def _grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: bo
         command = [otter_bin(), "run", "-a", str(scratch / "autograder.zip"), "-o", str(scratch / "out"), str(work / "submission.ipynb")]
         if sandbox:
             command = limits_prefix(memory_bytes or memory_limit_bytes()) + sandbox_prefix(scratch, work, hide) + command
+            hand_over(scratch)
         process = subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    start_new_session=True, env=env)
-        output, stopped = _wait(process, timeout_s)
+        output, stopped = _wait(process, timeout_s, scratch=scratch)
         _kill_tree(process)  # the kernel and anything the notebook started
         if stopped:
             return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible, stopped, time.perf_counter() - start)
@@ -533,6 +641,10 @@ def _grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: bo
         answers, found, messages, problem = (scorer or Scorer(lab)).score(answers_path)
         if problem and not answers:
             return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible, problem, time.perf_counter() - start)
+        if not answers and answers_path.is_file() and not answers_path.is_symlink() and answers_path.stat().st_size > 0:
+            return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible,
+                               "the answers the grader saves when the notebook ends could not be read: a cell wrote over, "
+                               "replaced or damaged them (the notebook itself ran to its end)", time.perf_counter() - start)
         if not answers:
             last = " | ".join(line for line in output.strip().splitlines()[-3:])
             return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible,
@@ -575,7 +687,8 @@ def grade_folder(folder: Path, lab: str, out_csv: Path | None = None, timeout_s:
     """
     folder = Path(folder)
     # every notebook below the folder, named by its path inside it: two "alice.ipynb" in different subfolders are two rows
-    submissions = sorted((p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts and not p.is_dir()),
+    # every path named *.ipynb gets a row, a folder or a link included (they get one line saying what they are)
+    submissions = sorted((p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts),
                          key=lambda p: os.fsencode(p))
     names = [student_name(p, folder) for p in submissions]
     if not submissions:
@@ -635,6 +748,16 @@ def _rerun_timeouts(submissions, results, lab, timeout_s, sandbox, hide, scorer,
 # data: well under a second; a value that makes a test's computation loop is cut off here), and its start-up
 SCORE_TIMEOUT_S = 60.0
 SCORER_STARTUP_S = 180.0
+SCORER_MEMORY_BYTES = 3 * 2**30  # the scoring process (the lab's model included) stays far below; a flood of answers does not
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss
+    except Exception:  # noqa: BLE001 - a process that is gone uses nothing
+        return 0
 
 
 class Scorer:
@@ -674,14 +797,23 @@ class Scorer:
         if self._process is None or not self._process.is_alive():
             self._start()  # set-up and warm-up happen here, before the question's clock
         self._requests.put(request)
-        try:
-            return "ok", self._replies.get(timeout=timeout_s)
-        except queue.Empty:
-            self.close()
-            return "timeout", None
-        except Exception as error:  # noqa: BLE001 - the process died mid-way (out of memory, a crash)
-            self.close()
-            return "crash", type(error).__name__
+        deadline = time.monotonic() + timeout_s
+        while True:  # wait in short steps, watching the scoring process's memory (a huge answers file must not swamp it)
+            try:
+                return "ok", self._replies.get(timeout=min(0.25, max(0.01, deadline - time.monotonic())))
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    self.close()
+                    return "timeout", None
+                if _rss_bytes(self._process.pid) > SCORER_MEMORY_BYTES:
+                    self.close()
+                    return "crash", f"more than {SCORER_MEMORY_BYTES // 2**30} GiB of memory"
+                if not self._process.is_alive():
+                    self.close()
+                    return "crash", "the scoring process ended"
+            except Exception as error:  # noqa: BLE001 - the process died mid-way (out of memory, a crash)
+                self.close()
+                return "crash", type(error).__name__
 
     def score(self, answers_path: Path) -> tuple[dict, dict, dict, str]:
         """(answers, points per question, messages per question, problem): problem is "" when scoring ran; a question
@@ -693,7 +825,8 @@ class Scorer:
                 return {}, {}, {}, f"scoring failed: {error}"[:300]
             if status != "ok":
                 return {}, {}, {}, ("the answers file could not be read in time (the notebook left an oversized or "
-                                    "malformed answers file)" if status == "timeout" else "the answers file could not be read")
+                                    "malformed answers file)" if status == "timeout" else
+                                    f"the answers file could not be read (the scoring process stopped: {reply})")
             answers, problem = reply
             if problem or not answers:
                 return answers or {}, {}, {}, problem
@@ -813,7 +946,56 @@ def feedback_name(student: str) -> str:
     import hashlib
 
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", student.replace("/", "__")).strip("._") or "submission"
-    if safe != student.replace("/", "__") or len(safe) > 120:
+    # a name that was changed on the way (a subfolder, an odd byte) or that could be mistaken for one that was ("__")
+    # gets its hash: section1/alice and section1__alice never share a file
+    if safe != student or "__" in student or len(safe) > 120:
         safe = f"{safe[:100]}-{hashlib.sha1(student.encode('utf-8', 'backslashreplace')).hexdigest()[:8]}"
     return f"{safe}.txt"
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` without control characters (terminal escape sequences, bidirectional overrides): what a gradebook cell
+    or a feedback line shows is what it holds. Newlines and tabs become spaces."""
+    text = str(text).replace("\n", " ").replace("\t", " ").replace("\r", " ")
+    text = re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\\\)?", "", text)  # CSI and OSC sequences whole
+    return CONTROL.sub("", text)
+
+
+def guess_lab(folder: Path) -> tuple[str | None, str]:
+    """The lab a class folder holds, never decided by one submission: the folder's own name where it is a lab's name,
+    else the assignment the notebooks declare, where one name leads every other by at least two notebooks. Links are
+    never followed, oversized files never read, and a damaged or absurdly nested file counts for nothing.
+    Returns (lab or None, why)."""
+    from collections import Counter
+
+    folder = Path(folder)
+    labs = set(lab_names_available())
+    for part in (folder.resolve().name, folder.name):
+        if part in labs:
+            return part, f"the class folder is named {part}"
+    votes: Counter = Counter()
+    for path in folder.rglob("*.ipynb"):
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_SUBMISSION_BYTES:
+            continue
+        try:
+            name = json.loads(path.read_text()).get("metadata", {}).get("otter", {}).get("assignment_name")
+        except (ValueError, UnicodeDecodeError, AttributeError, RecursionError, OSError):
+            continue
+        if isinstance(name, str) and name in labs:
+            votes[name] += 1
+    ranked = votes.most_common(2)
+    if not ranked:
+        return None, "no notebook declares a lab"
+    if len(ranked) == 1 and ranked[0][1] >= 2 or len(ranked) == 2 and ranked[0][1] - ranked[1][1] >= 2:
+        return ranked[0][0], f"{ranked[0][1]} notebooks declare {ranked[0][0]}"
+    return None, "the notebooks do not agree on one lab: " + ", ".join(f"{n} x {lab}" for lab, n in ranked)
+
+
+def lab_names_available() -> list[str]:
+    from .labs import lab_names
+
+    return lab_names()
 

@@ -48,7 +48,14 @@ def badge_source(lab: str, url: str | None = None) -> str:
     return f"{BADGE_MARKER}\n[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(lab, url)})"
 
 
-KIT_HOME = "https://github.com/own-the-stack/own-the-stack"  # the full kit's public home (solutions and hidden tests in it)
+def kit_home(root: Path = REPO_ROOT) -> str:
+    """The full kit's repository (solutions and hidden tests in it): ``[project.urls] Kit`` where a release recorded it
+    before pointing ``Repository`` at the class, else ``Repository`` itself (in the kit)."""
+    with open(Path(root) / "pyproject.toml", "rb") as handle:
+        urls = tomllib.load(handle)["project"]["urls"]
+    return urls.get("Kit", urls["Repository"])
+
+
 GITHUB_REPO = re.compile(r"^https://github\.com/[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+?(\.git)?$")
 
 
@@ -65,7 +72,7 @@ def check_class_repository(url: str | None, kit_url: str | None = None) -> str:
     if not GITHUB_REPO.match(url):
         raise InputError(f"{url!r} is not a GitHub repository URL (https://github.com/<owner>/<name>): Colab's badge opens "
                          "notebooks from GitHub only", fix=fix)
-    kits = {KIT_HOME, kit_url or (repo_url() if SOLUTIONS.is_dir() else KIT_HOME)}  # in a class copy, its own URL is the class's
+    kits = {kit_home(), kit_url or kit_home()}  # in a class copy, Repository is the class's and Kit the kit's
     if url.removesuffix(".git").lower() in {kit.removesuffix(".git").lower() for kit in kits}:
         raise InputError(f"{url} is the kit's own repository, with the solutions and hidden tests: a class must clone its release",
                          fix=fix)
@@ -80,6 +87,8 @@ def point_labs_at(root: Path, url: str) -> list[Path]:
     root = Path(root)
     pyproject = root / "pyproject.toml"
     text = pyproject.read_text()
+    if not re.search(r'(?m)^Kit = "', text):  # remember the kit's own home once, so a class copy can refuse it later
+        text = re.sub(r'(?m)^(Repository = "[^"]*")', lambda m: f'Kit = "{kit_home(root)}"\n' + m.group(1), text, count=1)
     text, count = re.subn(r'(?m)^Repository = "[^"]*"', f'Repository = "{url}"', text)
     if count != 1:
         from ..errors import DataError
