@@ -288,8 +288,9 @@ HARMLESS = {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "SHELL", "OMP_NU
 def secret_values() -> list[str]:
     """Every value the grading process holds that a submission could try to smuggle out: its environment's values
     (whatever their names: a secret need not be called KEY) and the values of the kit's ``.env`` file, longest first."""
-    values = {value for name, value in os.environ.items()
-              if name not in HARMLESS and len(value) >= 8 and not value.replace(".", "").isdigit()}
+    values = {value for name, value in os.environ.items()  # a folder of this machine (PYENV_ROOT) is no secret
+              if name not in HARMLESS and len(value) >= 8 and not value.replace(".", "").isdigit()
+              and not (value.startswith("/") and os.path.exists(value))}
     for name in SECRET_FILES[:2]:
         try:
             for line in (REPO_ROOT / name).read_text(errors="replace").splitlines():
@@ -388,6 +389,8 @@ def sandbox_prefix(scratch: Path, work: Path, hide: list[Path] = ()) -> list[str
     fresh, unprivileged user with no owner rights on the host's files."""
     args = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--unshare-pid", "--unshare-net", "--unshare-ipc",
             "--unshare-uts", "--unshare-cgroup-try", "--new-session", "--dev", "/dev", "--proc", "/proc"]
+    for folder in ("/etc", "/var"):  # made here, traversable (bubblewrap would make them 0700: closed to the sandbox's user)
+        args += ["--perms", "0755", "--dir", folder]
     for folder in SYSTEM_DIRS:
         path = Path(folder)
         if path.is_symlink():
@@ -845,7 +848,7 @@ class Scorer:
                     if status == "crash":
                         messages[question] = ["the grader's scoring process failed on this question; your instructor will "
                                               "look at it (this is not a verdict on your answer)"]
-                        slow.append(f"{question} (scoring crashed)")
+                        slow.append(f"{question} (scoring stopped: {reply})")
                         break
                 else:
                     messages[question] = [f"the grader ran out of time scoring this question twice ({self.timeout_s:.0f} s, "
