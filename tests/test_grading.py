@@ -129,6 +129,11 @@ def graded(tmp_path_factory):
     exiting.cells.insert(3, nbformat.v4.new_code_cell("import os\nos._exit(0)"))
     nbformat.write(exiting, rest / "frank_exits.ipynb")
     (rest / "zed_truncated.ipynb").write_text('{"cells": [{"cell_type": "code", "sou')
+    # it puts a folder where the grader saves its answers: the feedback says that, not "did not run to its end"
+    blocking = course.answered_lab(LAB, set())
+    blocking.cells.insert(3, nbformat.v4.new_code_cell(
+        'import os, pathlib\n(pathlib.Path(os.environ["HOME"]).parent / "answers" / "answers.json").mkdir(parents=True, exist_ok=True)'))
+    nbformat.write(blocking, rest / "oscar_blocks.ipynb")
     # names a spreadsheet, a file system or a careless grader could trip on: all cheap (not valid notebooks, never run)
     (rest / "late").mkdir()
     (rest / "late" / "zed_truncated.ipynb").write_text("{")
@@ -463,6 +468,20 @@ def test_open_answers_count_the_words_written_and_nothing_for_the_stub():
         if cell.cell_type == "markdown" and grading.OPEN_STUB in cell.source:
             cell.source = grading.OPEN_STUB + "\nAt 10M a month the $74,265 bill beats 2 GPUs."
     assert grading.open_answers(nb, {"q4": 2.0}) == {"q4": 10}
+
+
+def test_a_missing_answer_name_and_a_blocked_answers_file_say_what_happened(graded, tmp_path):
+    """Neither is "a hidden test failed (the public check passed)" nor "the notebook did not run to its end"."""
+    from helpers.course import grading, trusted
+
+    rows, _ = graded
+    if SANDBOX:
+        assert rows["oscar_blocks"]["error"].startswith("the answers the grader saves when the notebook ends could not be read")
+    spec = grading.lab_grading(LAB)
+    found, messages = trusted.score_answers(course.autograder_zip(LAB), {"data": {}, "calls": {}}, spec["imports"],
+                                            spec["functions"], {}, spec["context"], only={"q1"})
+    assert found == {"q1": 0.0} and messages["q1"] == ["✗ my_monthly_api_fees was not set when your notebook ended: keep "
+                                                       "the exercise's name and run every cell from the top"], messages
 
 
 def test_a_question_the_grader_cannot_finish_costs_only_that_question_and_blames_no_one(tmp_path):

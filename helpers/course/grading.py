@@ -644,10 +644,13 @@ def _grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: bo
         answers, found, messages, problem = (scorer or Scorer(lab)).score(answers_path)
         if problem and not answers:
             return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible, problem, time.perf_counter() - start)
-        if not answers and answers_path.is_file() and not answers_path.is_symlink() and answers_path.stat().st_size > 0:
+        tampered = answers_path.is_symlink() or (answers_path.exists() and not answers_path.is_file()) or (
+            answers_path.is_file() and answers_path.stat().st_size > 0)
+        if not answers and tampered:  # something sits where the grader saves the answers, and it is not them
             return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible,
                                "the answers the grader saves when the notebook ends could not be read: a cell wrote over, "
-                               "replaced or damaged them (the notebook itself ran to its end)", time.perf_counter() - start)
+                               "replaced or damaged them (a folder, a link or other bytes in their place)",
+                               time.perf_counter() - start)
         if not answers:
             last = " | ".join(line for line in output.strip().splitlines()[-3:])
             return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible,
