@@ -623,8 +623,13 @@ def test_the_day_is_the_desks_task_scored_per_route_and_a_stand_in_is_not_measur
             StandInUpstream(UpstreamConfig(median_latency_s=0.0)) as paid:
         router = _triage_router(tmp_path, local, paid)
         table = traffic.replay(router, day, concurrency=4, max_tokens=40, progress=False)
+        desk.ask(local.base_url, local.model, "Where is my parcel?")  # Lab 05's first call, greedy too
+        assert local.seen[-1]["temperature"] == 0.0
+        local.seen.pop()
     assert all(prompt.startswith(ft.SHORT_PROMPT) for prompt in router.sent["local"])  # the tuned model's own prompt
     assert all(seen["prompt"].startswith(ft.SYSTEM_PROMPT) for seen in paid.seen)  # the schema for a general model
+    # greedy on both routes, as the labs measured (a server's own default may sample: llama.cpp's is 0.8)
+    assert {seen["temperature"] for seen in local.seen + paid.seen} == {0.0}
     figures = traffic.report(table, router.ledger.rows(), (0.15, 0.6), scale=100)
     quality = figures["quality"]
     local_rows = table[(table["route"] == "local") & (table["outcome"] == "answered")]

@@ -142,6 +142,6 @@ def ask(base_url: str, model: str, message: str, system_prompt: str = "", max_to
     client = OpenAI(base_url=base_url, api_key=os.environ.get(api_key_env, "") if api_key_env else "not-needed-on-loopback",
                     max_retries=0)
     messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": message}]
-    reply = client.chat.completions.create(model=model, max_tokens=max_tokens, messages=messages)
+    reply = client.chat.completions.create(model=model, max_tokens=max_tokens, messages=messages, temperature=0.0)  # greedy
     usage = reply.usage
     return reply.choices[0].message.content or "", usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0

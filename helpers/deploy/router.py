@@ -285,7 +285,9 @@ class Router:
                 with attempt:
                     attempts += 1
                     self.sent[name].append("\n".join(m["content"] for m in messages))
-                    reply = self.clients[name].chat.completions.create(model=spec.model, max_tokens=max_tokens, messages=messages)
+                    # greedy, as every lab measured its models (a server's own default may sample: llama.cpp's does)
+                    reply = self.clients[name].chat.completions.create(model=spec.model, max_tokens=max_tokens, messages=messages,
+                                                                       temperature=0.0)
         except RetryError as error:  # pragma: no cover - reraise=True raises the last error instead
             raise error.last_attempt.exception() from None
         try:

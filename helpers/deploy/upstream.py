@@ -185,7 +185,8 @@ class StandInUpstream:
         latency, fault = self._draw()
         with self._lock:
             self.seen.append({"model": request.get("model"), "prompt": prompt, "fault": fault, "stream": bool(request.get("stream")),
-                              "authorization": bool(handler.headers.get("Authorization"))})
+                              "authorization": bool(handler.headers.get("Authorization")),
+                              "temperature": request.get("temperature")})
         if fault == "drop":
             handler.close_connection = True
             handler.connection.shutdown(2)  # the socket closes with no response: the client sees a dropped connection
