@@ -1,0 +1,78 @@
+"""The CPU tier's learning curve: one Lab 03 training run on the CPU plan, evaluated on held-out test rows every
+``--every`` steps (category, priority, personal data, exact match and valid JSON, each with its 95 % interval), with
+the training minutes so far. Writes ``datasets/results/cpu_learning_curve.csv`` (whose run: this machine, dated).
+
+    .venv/bin/python scripts/cpu_learning_curve.py --steps 192 --every 48 --rows 128
+
+The run is one schedule of ``--steps`` steps (Lab 03's recipe: LoRA r=16 on every projection, the plan's batch, the
+learning rate given), stopped and resumed from its own checkpoints at each evaluation, so the curve is the run Lab 03
+would make with that many steps, not a series of restarts.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _kit_path  # noqa: F401,E402 - the kit's root on sys.path
+
+METRICS = ("category", "priority", "personal_data", "needs_human", "exact match", "valid JSON")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from helpers import finetune as ft
+    from helpers.hardware import cpu_description
+    from helpers.models import load_model
+    from helpers.paths import DATASETS
+    from helpers.plan import plan
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=192)
+    parser.add_argument("--every", type=int, default=48)
+    parser.add_argument("--rows", type=int, default=128, help="held-out test rows each evaluation scores")
+    parser.add_argument("--learning-rate", type=float, default=None, help="default: Lab 03's CPU setting")
+    parser.add_argument("--out", default=str(DATASETS / "results" / "cpu_learning_curve.csv"))
+    args = parser.parse_args(argv)
+    p = plan("03", override="tier=cpu")
+    settings = ft.run_settings(p)
+    rate = args.learning_rate or settings.learning_rate
+    model, tokenizer = load_model(plan=p)
+    model = ft.add_lora(model, ft.lora_config(r=16, alpha=32, dropout=settings.lora_dropout))
+    train, test = ft.load_tickets("train"), ft.load_tickets("test")[: args.rows]
+    checkpoints = Path(tempfile.mkdtemp(prefix="ots-curve-"))
+    machine, day = cpu_description(), dt.date.today().isoformat()
+    rows, trained_s = [], 0.0
+    for stop in range(args.every, args.steps + 1, args.every):
+        started = time.monotonic()
+        ft.train(model, tokenizer, train, steps=args.steps, batch_size=settings.batch_size, learning_rate=rate, plan=p,
+                 checkpoint_dir=checkpoints, save_every=args.every, stop_after=stop if stop < args.steps else None,
+                 progress=False)
+        trained_s += time.monotonic() - started
+        replies = ft.predict(model, tokenizer, [r["message"] for r in test], schema=False, progress=False)
+        table = ft.evaluate(replies, test)
+        for metric in METRICS:
+            row = table.loc[metric]
+            rows.append({"steps": stop, "training minutes": round(trained_s / 60, 2), "examples seen": stop * settings.batch_size,
+                         "metric": metric, "rate": round(float(row["rate"]), 4), "low": round(float(row["low"]), 4),
+                         "high": round(float(row["high"]), 4), "n": int(row["n"]), "learning rate": rate,
+                         "batch": settings.batch_size, "machine": machine, "date": day,
+                         "source": "scripts/cpu_learning_curve.py (Lab 03's CPU recipe, one run evaluated as it trains)"})
+        said = ", ".join(f"{m} {table.loc[m, 'rate']:.0%} ({table.loc[m, 'low']:.0%}-{table.loc[m, 'high']:.0%})" for m in METRICS[:4])
+        print(f"step {stop}: {trained_s / 60:.1f} min of training; {said} on {len(test)} test rows", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
