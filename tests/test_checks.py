@@ -88,6 +88,7 @@ CASES = [
     ("01q3", "stub", lab01.q3, (..., ...), "not done yet"),
     ("01q3", "a label, not the input name", lab01.q3, ("GPU price", SWING), "one of the three input names"),
     ("01q3", "swing in $M", lab01.q3, (LEVER, SWING / 1e6), "not millions"),
+    ("01q3", "a pandas Series for the swing", lab01.q3, (LEVER, pd.Series([1.0, 2.0, 3.0])), "a pandas Series of 3 values"),
     ("01q3", "a monthly swing", lab01.q3, (LEVER, SWING / 36), "monthly swing"),
     ("01q3", "the second bar", lab01.q3, (SECOND[1], SECOND[0]), "not the largest"),
     # Lab 02 q1: memory before loading
