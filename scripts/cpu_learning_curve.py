@@ -11,7 +11,6 @@ would make with that many steps, not a series of restarts.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import sys
 import tempfile
@@ -26,6 +25,7 @@ METRICS = ("category", "priority", "personal_data", "needs_human", "exact match"
 
 def main(argv: list[str] | None = None) -> int:
     from helpers import finetune as ft
+    from helpers.data import write_results
     from helpers.hardware import cpu_description
     from helpers.models import load_model
     from helpers.paths import DATASETS
@@ -64,12 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                          "source": "scripts/cpu_learning_curve.py (Lab 03's CPU recipe, one run evaluated as it trains)"})
         said = ", ".join(f"{m} {table.loc[m, 'rate']:.0%} ({table.loc[m, 'low']:.0%}-{table.loc[m, 'high']:.0%})" for m in METRICS[:4])
         print(f"step {stop}: {trained_s / 60:.1f} min of training; {said} on {len(test)} test rows", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    # a run of the same recipe on the same machine replaces its rows; another learning rate or batch adds its own
+    out = write_results(args.out, rows, same_run=("machine", "learning rate", "batch", "steps", "metric"))
     print(f"written to {out}")
     return 0
 
