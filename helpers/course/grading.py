@@ -336,9 +336,9 @@ def sandbox_available() -> bool:
 
 
 def _hidden_roots(hide: list[Path]) -> list[Path]:
-    """Folders whose contents a submission must not see: every home (the instructor's keys, shell history, cloud
-    credentials), the temporary folders (other students' scratch folders, whatever TMPDIR says), the repository's
-    history, the solutions, built autograders, gradebooks and the class's notebooks."""
+    """Folders whose contents a submission must not see: every home, the temporary folders, the repository's history,
+    the solutions, built autograders, gradebooks and the class's notebooks. The sandbox binds none of them; those that
+    lie inside what it does bind (the kit's .git and solutions, a class folder kept in the kit) are emptied there."""
     roots = [Path("/tmp"), Path("/dev/shm"), Path("/var/tmp"), Path("/home"), Path("/root"), Path.home(), Path(tempfile.gettempdir()),
              REPO_ROOT / ".git", SOLUTIONS, BUILD, REPO_ROOT / "grades", *hide]
     seen, found = set(), []
@@ -556,23 +556,17 @@ MAX_SUBMISSION_BYTES = 50_000_000
 
 def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: bool = True, hide: list[Path] = (),
               student: str | None = None, scorer: "Scorer | None" = None, memory_bytes: int | None = None) -> GradeResult:
-    """Grade one notebook (see :func:`_grade_one`), with the words written for each open-ended question."""
-    import nbformat
-
-    result = _grade_one(submission, lab, timeout_s, sandbox, hide, student, scorer, memory_bytes)
-    readable = submission.is_file() and not submission.is_symlink() and submission.stat().st_size <= MAX_SUBMISSION_BYTES
-    if result.written is None and not readable:  # a link, a FIFO or a huge file is never opened here
-        result.written = {}
-    elif result.written is None:
-        try:
-            result.written = open_answers(nbformat.read(submission, as_version=4), manual_questions(lab))
-        except Exception:  # noqa: BLE001 - an unreadable file has no answers to count
-            result.written = {}
+    """Grade one notebook (see :func:`_grade_one`), with the words written for each open-ended question (counted from
+    the notebook as read for grading; none for a file that was never read as one)."""
+    counted: dict = {}
+    result = _grade_one(submission, lab, timeout_s, sandbox, hide, student, scorer, memory_bytes, counted)
+    result.written = counted.get("written", {})
     return result
 
 
 def _grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: bool = True, hide: list[Path] = (),
-               student: str | None = None, scorer: "Scorer | None" = None, memory_bytes: int | None = None) -> GradeResult:
+               student: str | None = None, scorer: "Scorer | None" = None, memory_bytes: int | None = None,
+               counted: dict | None = None) -> GradeResult:
     """Grade one notebook with ``otter run`` in its own process group, in a scratch folder, inside a
     bubblewrap sandbox (see :func:`sandbox_prefix`; ``sandbox=False`` only for trusted notebooks).
 
@@ -599,6 +593,8 @@ def _grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: bo
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return GradeResult(student, {q: 0.0 for q in points}, 0.0, possible, f"not a valid notebook: {reason}"[:300],
                            time.perf_counter() - start)
+    if counted is not None:
+        counted["written"] = open_answers(notebook, manual_questions(lab))
     # a short name of our own: a student's file name may be long or hold any bytes
     scratch = Path(tempfile.mkdtemp(prefix="grade-"))
     try:
