@@ -59,7 +59,7 @@ def kit_home(root: Path = REPO_ROOT) -> str:
 GITHUB_REPO = re.compile(r"^https://github\.com/[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+?(\.git)?$")
 
 
-def check_class_repository(url: str | None, kit_url: str | None = None) -> str:
+def check_class_repository(url: str | None) -> str:
     """The repository a class clones from, refused where it would send learners to the wrong place: missing, not a
     GitHub https URL (Colab's badge opens GitHub notebooks only), or the kit's own repository (solutions and hidden
     tests included)."""
@@ -72,8 +72,8 @@ def check_class_repository(url: str | None, kit_url: str | None = None) -> str:
     if not GITHUB_REPO.match(url):
         raise InputError(f"{url!r} is not a GitHub repository URL (https://github.com/<owner>/<name>): Colab's badge opens "
                          "notebooks from GitHub only", fix=fix)
-    kits = {kit_home(), kit_url or kit_home()}  # in a class copy, Repository is the class's and Kit the kit's
-    if url.removesuffix(".git").lower() in {kit.removesuffix(".git").lower() for kit in kits}:
+    # in a class copy, Repository is the class's and Kit the kit's; in the kit, both are the kit's
+    if url.removesuffix(".git").lower() == kit_home().removesuffix(".git").lower():
         raise InputError(f"{url} is the kit's own repository, with the solutions and hidden tests: a class must clone its release",
                          fix=fix)
     return url.removesuffix(".git")
@@ -98,14 +98,9 @@ def point_labs_at(root: Path, url: str) -> list[Path]:
     changed = []
     for path in sorted((root / "labs").glob("*/*.ipynb")):
         nb = nbformat.read(path, as_version=4)
-        lab = path.stem
-        for cell in nb.cells:
-            if cell.cell_type == "markdown" and cell.source.startswith(BADGE_MARKER):
-                cell.source = badge_source(lab, url)
-            if cell.cell_type == "code" and cell.source.startswith(SETUP_MARKER):
-                cell.source = setup_cell_source(lab, url)
-        nbformat.write(nb, path)
-        changed.append(path)
+        if point_cells(nb, path.stem, url):
+            nbformat.write(nb, path)
+            changed.append(path)
     return changed
 
 
@@ -125,15 +120,21 @@ def sync_solution(path: Path) -> bool:
     import nbformat
 
     nb = _read(path)
-    lab = path.stem
-    changed = False
-    for cell in nb.cells:
-        if cell.cell_type == "markdown" and cell.source.startswith(BADGE_MARKER) and cell.source != badge_source(lab):
-            cell.source, changed = badge_source(lab), True
-        if cell.cell_type == "code" and cell.source.startswith(SETUP_MARKER) and cell.source != setup_cell_source(lab):
-            cell.source, changed = setup_cell_source(lab), True
+    changed = point_cells(nb, path.stem)
     if changed:
         nbformat.write(nb, path)
+    return changed
+
+
+def point_cells(nb, lab: str, url: str | None = None) -> bool:
+    """Rewrite ``nb``'s Colab badge and setup cell from the template for ``url`` (default: the kit's repository);
+    True if either changed."""
+    changed = False
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.source.startswith(BADGE_MARKER) and cell.source != badge_source(lab, url):
+            cell.source, changed = badge_source(lab, url), True
+        if cell.cell_type == "code" and cell.source.startswith(SETUP_MARKER) and cell.source != setup_cell_source(lab, url):
+            cell.source, changed = setup_cell_source(lab, url), True
     return changed
 
 
