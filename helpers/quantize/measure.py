@@ -431,10 +431,16 @@ def plot_speed_and_quality(table, axes=None):
     axes[0].bar(names, table["roofline tokens/s"], color="lightgrey", label="roofline (bandwidth / weight bytes)")
     axes[0].bar(names, table["decode tokens/s"], color="tab:blue", label="measured decode")
     axes[0].set(ylabel="tokens/s", yscale="log", title="Speed vs the memory roofline")
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 20, 50, 100 rather than 2x10^1 on the log axis
+    axes[0].yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+    axes[0].yaxis.set_major_formatter(plain)
+    axes[0].yaxis.set_minor_formatter(plain)
     axes[0].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)  # below the bars, not on them
     axes[0].figure.set_layout_engine("constrained")
     axes[1].bar(names, table["perplexity"], color="tab:orange")
-    axes[1].set(ylabel="perplexity on the held-out article (lower is better)", title="What quantization costs")
+    axes[1].set(ylabel="perplexity (lower is better)", title="What quantization costs (held-out article)")
     return axes
 
 
