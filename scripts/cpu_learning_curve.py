@@ -36,36 +36,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=48)
     parser.add_argument("--rows", type=int, default=128, help="held-out test rows each evaluation scores")
     parser.add_argument("--learning-rate", type=float, default=None, help="default: Lab 03's CPU setting")
+    parser.add_argument("--schedule", default="linear", help="the learning rate's shape: linear, cosine, constant_with_warmup")
+    parser.add_argument("--warmup", type=float, default=0.1, help="share of the steps the learning rate warms up over")
+    parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
+    parser.add_argument("--targets", choices=["all", "attention"], default="all", help="adapt every projection or q/k/v/o only")
+    parser.add_argument("--layers", type=int, default=None, help="adapt only the top N layers (default: all); the backward "
+                        "pass then stops at the lowest adapted layer")
+    parser.add_argument("--batch", type=int, default=None, help="rows a step (default: the plan's)")
     parser.add_argument("--out", default=str(DATASETS / "results" / "cpu_learning_curve.csv"))
     args = parser.parse_args(argv)
     p = plan("03", override="tier=cpu")
     settings = ft.run_settings(p)
     rate = args.learning_rate or settings.learning_rate
     model, tokenizer = load_model(plan=p)
-    model = ft.add_lora(model, ft.lora_config(r=16, alpha=32, dropout=settings.lora_dropout))
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj"] if args.targets == "attention" else None
+    depth = model.config.num_hidden_layers
+    layers = min(args.layers or depth, depth)
+    model = ft.add_lora(model, ft.lora_config(r=args.rank, alpha=2 * args.rank, dropout=settings.lora_dropout, targets=targets,
+                                              layers=list(range(depth - layers, depth)) if layers < depth else None))
+    batch = args.batch or settings.batch_size
     train, test = ft.load_tickets("train"), ft.load_tickets("test")[: args.rows]
     checkpoints = Path(tempfile.mkdtemp(prefix="ots-curve-"))
     machine, day = cpu_description(), dt.date.today().isoformat()
     rows, trained_s = [], 0.0
     for stop in range(args.every, args.steps + 1, args.every):
         started = time.monotonic()
-        ft.train(model, tokenizer, train, steps=args.steps, batch_size=settings.batch_size, learning_rate=rate, plan=p,
+        ft.train(model, tokenizer, train, steps=args.steps, batch_size=batch, learning_rate=rate, plan=p,
                  checkpoint_dir=checkpoints, save_every=args.every, stop_after=stop if stop < args.steps else None,
-                 progress=False)
+                 progress=False, schedule=args.schedule, warmup=args.warmup)
         trained_s += time.monotonic() - started
         replies = ft.predict(model, tokenizer, [r["message"] for r in test], schema=False, progress=False)
         table = ft.evaluate(replies, test)
         for metric in METRICS:
             row = table.loc[metric]
-            rows.append({"steps": stop, "training minutes": round(trained_s / 60, 2), "examples seen": stop * settings.batch_size,
+            rows.append({"steps": stop, "training minutes": round(trained_s / 60, 2), "examples seen": stop * batch,
                          "metric": metric, "rate": round(float(row["rate"]), 4), "low": round(float(row["low"]), 4),
                          "high": round(float(row["high"]), 4), "n": int(row["n"]), "learning rate": rate,
-                         "batch": settings.batch_size, "machine": machine, "date": day,
+                         "batch": batch, "schedule": args.schedule, "warmup": args.warmup, "rank": args.rank,
+                         "targets": args.targets, "layers": layers, "run steps": args.steps, "machine": machine, "date": day,
                          "source": "scripts/cpu_learning_curve.py (Lab 03's CPU recipe, one run evaluated as it trains)"})
         said = ", ".join(f"{m} {table.loc[m, 'rate']:.0%} ({table.loc[m, 'low']:.0%}-{table.loc[m, 'high']:.0%})" for m in METRICS[:4])
         print(f"step {stop}: {trained_s / 60:.1f} min of training; {said} on {len(test)} test rows", flush=True)
     # a run of the same recipe on the same machine replaces its rows; another learning rate or batch adds its own
-    out = write_results(args.out, rows, same_run=("machine", "learning rate", "batch", "steps", "metric"))
+    out = write_results(args.out, rows, same_run=("machine", "learning rate", "batch", "schedule", "warmup", "rank",
+                                                               "targets", "layers", "run steps", "steps", "metric"))
     print(f"written to {out}")
     return 0
 

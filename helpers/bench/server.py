@@ -166,6 +166,9 @@ def link_into_hub_cache(model_dir: str | Path, cache: str | Path, repo_id: str) 
 # How long a lab's server runs after its first answer before it stops by itself (a kernel left open for days does
 # not keep it; the server also dies with the kernel): longer than a learner's sitting, and it starts again on use.
 LAB_LIFETIME_S = 3 * 3600.0
+# How long a stopped server may take to finish its open requests before it is killed: a graceful stop that waits for
+# clients (transformers serve ignores a second SIGTERM while it does) left 1 GB processes running for minutes
+STOP_GRACE_S = 5.0
 
 
 class LocalServer:
@@ -232,7 +235,7 @@ class LocalServer:
         self.startup_timeout_s, self.max_lifetime_s, self.health_path = startup_timeout_s, max_lifetime_s, health_path
         self.env = dict(env or {})  # added to the server's environment (a fleet's replica: its share of the CPU threads)
         self.process: subprocess.Popen | None = None
-        self._log = tempfile.NamedTemporaryFile("w+", prefix="ots-server-", suffix=".log", delete=False)
+        self._log = None  # a log file per launch, removed when the server is stopped
         self._hub_cache = tempfile.mkdtemp(prefix="ots-hub-cache-")
         self._deadline: threading.Timer | None = None
 
@@ -255,6 +258,8 @@ class LocalServer:
         return f"http://{HOST}:{self.port}/v1"
 
     def log_tail(self, lines: int = 15) -> str:
+        if self._log is None:
+            return ""
         try:
             return "\n".join(Path(self._log.name).read_text(errors="replace").splitlines()[-lines:])
         except OSError:
@@ -274,10 +279,12 @@ class LocalServer:
         if self._cache_link is not None and self.command[1:3] == ["serve", self._cache_link[1]]:
             link_into_hub_cache(self._cache_link[0], self._hub_cache, self._cache_link[1])
         env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=self._hub_cache, PYTHONUNBUFFERED="1", **self.env)
+        if self._log is None:
+            self._log = tempfile.NamedTemporaryFile("w+", prefix="ots-server-", suffix=".log", delete=False)
         self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                         # the parent-death signal follows the starting *thread*: only the main thread's
                                         preexec_fn=_die_with_parent if sys.platform.startswith("linux")
-                                        and threading.current_thread() is threading.main_thread() else None)
+                                        and _outlives_its_servers(threading.current_thread()) else None)
         atexit.register(self.stop)
         self._launched = time.monotonic()
         return self
@@ -287,9 +294,9 @@ class LocalServer:
         deadline = getattr(self, "_launched", time.monotonic()) + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                code = self.process.returncode
+                code, tail = self.process.returncode, self.log_tail()
                 self.stop()
-                raise ServerError(f"the server exited during start-up (exit code {code}); its last lines:\n{self.log_tail()}",
+                raise ServerError(f"the server exited during start-up (exit code {code}); its last lines:\n{tail}",
                                   fix="read the lines above: a wrong model folder, a missing package or a taken port are the usual causes")
             if self.healthy():
                 # the lifetime counts from the first answer: a slow start (a cold disk, a CUDA build of torch
@@ -299,8 +306,9 @@ class LocalServer:
                 self._deadline.start()
                 return self
             time.sleep(0.3)
+        tail = self.log_tail()
         self.stop()
-        raise ServerError(f"the server did not answer {self.health_path} within {self.startup_timeout_s:.0f} s; its last lines:\n{self.log_tail()}",
+        raise ServerError(f"the server did not answer {self.health_path} within {self.startup_timeout_s:.0f} s; its last lines:\n{tail}",
                           fix="raise startup_timeout_s on a slow machine, or check the log above")
 
     def _expire(self) -> None:
@@ -317,8 +325,16 @@ class LocalServer:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, expired: bool = False) -> None:
-        """Stop the process (its whole group); a caller's stop is final (``base_url`` does not restart it)."""
+    def stop(self, expired: bool = False, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop the process (its whole group): SIGTERM, then SIGKILL after ``grace_s`` (a server waiting on its open
+        requests ignores a second SIGTERM for minutes). Its log file goes too. A caller's stop is final (``base_url``
+        does not restart it)."""
+        self.signal_stop(expired)
+        self.finish_stop(grace_s)
+
+    def signal_stop(self, expired: bool = False) -> None:
+        """The first half of :meth:`stop`: SIGTERM sent, nothing waited for (a fleet signals every process, then waits
+        once for all of them)."""
         if not expired:
             self.expired = False
         if self._deadline is not None:
@@ -326,14 +342,29 @@ class LocalServer:
         if self.process is not None and self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
+            except ProcessLookupError:
+                pass
+
+    def finish_stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """The second half of :meth:`stop`: wait up to ``grace_s`` for the process, then SIGKILL its group; remove its
+        temporary files."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.process.wait(timeout=max(0.0, grace_s))
+            except subprocess.TimeoutExpired:
                 try:
                     os.killpg(self.process.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
                 self.process.wait(timeout=10)
         shutil.rmtree(self._hub_cache, ignore_errors=True)
+        if self._log is not None:
+            self._log.close()
+            try:
+                os.unlink(self._log.name)
+            except OSError:
+                pass
+            self._log = None
 
     def __enter__(self) -> "LocalServer":
         return self.start()
@@ -342,13 +373,21 @@ class LocalServer:
         self.stop()
 
 
+def _outlives_its_servers(thread: threading.Thread) -> bool:
+    """Whether a server started from ``thread`` may die with it: the main thread, or a thread that lives as long as the
+    servers it starts (a fleet's supervisor, marked ``ots_long_lived``). Linux sends the parent-death signal when the
+    starting *thread* ends, so a server started from a short-lived thread would die with that thread."""
+    return thread is threading.main_thread() or bool(getattr(thread, "ots_long_lived", False))
+
+
 def _die_with_parent() -> None:
-    """In the server's process, before it runs (Linux): SIGTERM when the process that started it dies, so a killed
-    kernel or a killed ``bash kit serve`` never leaves a server holding the port."""
+    """In the server's process, before it runs (Linux): SIGKILL when the process that started it dies, so a killed
+    kernel or a killed ``bash kit serve`` never leaves a server holding the port and its memory. SIGKILL, not SIGTERM: a
+    server with requests open waits for them on SIGTERM (minutes), and nobody is left to ask for those replies."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 
@@ -474,8 +513,14 @@ class NameProxy:
                 handler.wfile.flush()
             handler.wfile.write(b"0\r\n\r\n")
         except OSError as error:
-            try:
-                handler.send_error(502, f"the local server did not answer ({type(error).__name__})")
+            try:  # JSON, as every answer of an OpenAI endpoint (send_error would write an HTML page)
+                payload = json.dumps({"error": {"message": f"the local server did not answer ({type(error).__name__})",
+                                                "type": "server_error", "param": None, "code": "upstream_down"}}).encode()
+                handler.send_response(502)
+                handler.send_header("Content-Type", "application/json")
+                handler.send_header("Content-Length", str(len(payload)))
+                handler.end_headers()
+                handler.wfile.write(payload)
             except OSError:
                 pass
         finally:
@@ -515,24 +560,35 @@ def serving_command_line(prog: str, description: str, argv: list[str] | None, op
 
 def main(argv: list[str] | None = None) -> int:
     """``bash kit serve [--port N] [--model KEY] [--minutes M]``: the plan's local model on 127.0.0.1 until Ctrl-C
-    or the time limit (Lab 05's local upstream outside a notebook)."""
+    or the time limit (Lab 05's local upstream outside a notebook), behind the kit's gateway
+    (:mod:`helpers.bench.gateway`: checked requests, bounded work and queue, greedy defaults). Exits 1 with the server's
+    last lines if the server dies."""
+    from .gateway import Gateway, Limits
+
     args, p, key, folder = serving_command_line("bash kit serve", main.__doc__, argv)
-    # the server listens on a port of its own; this process answers on --port, so /v1/models names the model by its
+    # the server listens on a port of its own; the gateway answers on --port, so /v1/models names the model by its
     # catalog key and a client may ask for it by that name
     server = LocalServer.for_plan(p, folder, port=free_port(), max_lifetime_s=args.minutes * 60)
-    proxy = None
+    gateway = None
     try:
         server.start()
-        proxy = NameProxy(args.port, server.port, key, server.model).start()
+        gateway = Gateway(args.port, server.port, key, server.model, Limits.for_plan(p, folder, server.engine),
+                          health=server.healthy).start()
         print(f"serving {key} with {server.label} at http://{HOST}:{args.port}/v1 (model name: {key}, or {server.model}; the "
               f"server itself on port {server.port}); stops after {args.minutes:g} min, on Ctrl-C, SIGTERM or SIGHUP", flush=True)
         while server.alive():
             time.sleep(1.0)
+        if not server.expired:
+            code = server.process.returncode if server.process is not None else None
+            print(f"[kit] the server died (exit code {code}); its last lines:\n{server.log_tail()}\n"
+                  "Start it again with bash kit serve; if it dies again, the lines above say why.", file=sys.stderr, flush=True)
+            return 1
+        print(f"[kit] stopped after its {args.minutes:g}-minute limit", flush=True)
     except KeyboardInterrupt:
         pass
     finally:
-        if proxy is not None:
-            proxy.stop()
+        if gateway is not None:
+            gateway.stop()
         server.stop()
     return 0
 

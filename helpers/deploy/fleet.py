@@ -41,6 +41,8 @@ ROUTER_ADDED_FIELDS = frozenset({"skip_special_tokens", "ignore_eos", "stream_re
                                  "continue_final_message", "no_stop_trim", "return_hidden_states", "include_reasoning"})
 # the router checks each replica every second; 2 failed checks take it out, 1 good one brings it back
 HEALTH_INTERVAL_S, HEALTH_FAILURES, HEALTH_SUCCESSES = 1, 2, 1
+# the fleet's supervisor looks every second; a dead replica is restarted up to 3 times in a row, waiting 1, 2, 4 s
+SUPERVISE_EVERY_S, RESTARTS, RESTART_WAIT_S = 1.0, 3, 1.0
 
 
 class FleetError(KitError):
@@ -159,24 +161,37 @@ class Fleet:
     def for_plan(cls, plan, model_dir, replicas: int | None = None, policy: str = "round_robin", name: str | None = None,
                  max_lifetime_s: float = 1800.0, port: int | None = None) -> "Fleet":
         """The plan's local server (``LocalServer.for_plan``) ``replicas`` times (default: the plan's ``replicas``)."""
+        from ..bench.gateway import Limits
+
         count = replicas or getattr(plan, "replicas", 2) or 2
         label = name or plan.model or "local-model"
         threads = max(1, (os.cpu_count() or 1) // count)
+        engine = "llamacpp" if plan.server == "llamacpp" else plan.server
         return cls(lambda i, port=None: ServedReplica(plan, model_dir, label, port=port, max_lifetime_s=max_lifetime_s,
                                                       threads=threads, index=i),
-                   count, policy=policy, max_lifetime_s=max_lifetime_s, port=port)
+                   count, policy=policy, max_lifetime_s=max_lifetime_s, port=port,
+                   limits=Limits.for_plan(plan, model_dir, engine, replicas=count))
 
     def __init__(self, make_replica, replicas: int = 2, policy: str = "round_robin", max_lifetime_s: float = 1800.0,
-                 port: int | None = None):
+                 port: int | None = None, limits=None, heal: bool = True, restarts: int = RESTARTS):
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
             raise InputError(f"replicas = {replicas!r}: a fleet needs at least one", fix="e.g. replicas=2")
         if policy not in POLICIES + ("random", "consistent_hash"):
             raise InputError(f"unknown routing policy {policy!r}", fix=f"use one of: {', '.join(POLICIES)}")
         self.make_replica, self.count, self.policy, self.max_lifetime_s = make_replica, replicas, policy, max_lifetime_s
-        self.port = port  # the router's port (None: a free one)
+        self.port = port  # the gateway's port, what clients reach (None: a free one)
         self.replicas: list = []
         self.router = None
+        self.gateway = None
+        self.router_port: int | None = None
+        self.limits = limits  # the gateway's (helpers.bench.gateway.Limits); None: its defaults
         self.metrics_port: int | None = None
+        self.heal, self.restarts = heal, restarts
+        self.events: list[str] = []  # what the fleet's supervisor did, a dated line each (also printed)
+        self.failure: str | None = None  # set when the fleet cannot serve: every replica dead past its restarts, or the router
+        self._held: set[int] = set()  # replicas a caller killed on purpose (a drill): not the supervisor's to restart
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def start(self, progress: bool = True) -> "Fleet":
@@ -195,6 +210,17 @@ class Fleet:
             for replica in tqdm(self.replicas, desc="starting replicas", disable=not progress):
                 replica.ready() if hasattr(replica, "ready") else replica.start()
             self._start_router()
+            from ..bench.gateway import Gateway
+
+            # clients reach the gateway (checked requests, bounded queue, greedy defaults, JSON errors), which reaches
+            # the router; a router restarted with another policy keeps its port, so the gateway stays
+            self.gateway = Gateway(self.port or _free(), self.router.port, self.model, self.model, self.limits,
+                                   health=lambda: self.router is not None and self.router.healthy()).start()
+            if self.heal:
+                self._stopping.clear()
+                self._supervisor = threading.Thread(target=self._supervise, name="fleet-supervisor", daemon=True)
+                self._supervisor.ots_long_lived = True  # it launches restarted servers: they die with it (see LocalServer.launch)
+                self._supervisor.start()
         except BaseException:
             self.stop()
             raise
@@ -202,7 +228,60 @@ class Fleet:
 
     def _start_router(self) -> None:
         self.metrics_port = _free()
-        self.router = self.router_over(range(self.count), self.policy, port=self.port, metrics_port=self.metrics_port)
+        if self.router_port is None:
+            self.router_port = _free()
+        else:  # a new policy: the same port, so the gateway in front keeps reaching it
+            from ..bench.server import port_freed
+
+            port_freed(self.router_port, 10)
+        self.router = self.router_over(range(self.count), self.policy, port=self.router_port, metrics_port=self.metrics_port)
+
+    # ---------------------------------------------------------------- healing
+    def _note(self, line: str) -> None:
+        stamped = f"[fleet {time.strftime('%H:%M:%S')}] {line}"
+        self.events.append(stamped)
+        print(stamped, file=sys.stderr, flush=True)
+
+    def _supervise(self) -> None:
+        """Every second: a replica whose process died (not one a caller killed) is restarted on its port, up to
+        ``restarts`` times in a row with a doubling wait; past that it is given up, and when no replica is left, or the
+        router died, :attr:`failure` says so (``bash kit fleet`` then exits 1)."""
+        failed: set[int] = set()
+        tries = dict.fromkeys(range(self.count), 0)
+        while not self._stopping.wait(SUPERVISE_EVERY_S):
+            if self.router is not None and not self.router.alive() and not self.router.expired:
+                self.failure = "the router died; its last lines:\n" + self.router.log_tail()
+                self._note(self.failure)
+                return
+            for index, replica in enumerate(self.replicas):
+                if index in self._held or index in failed or self._stopping.is_set():
+                    continue
+                alive = getattr(replica, "alive", None)
+                if alive is None or alive():
+                    tries[index] = 0 if alive is not None else tries[index]
+                    continue
+                tries[index] += 1
+                code = getattr(getattr(getattr(replica, "server", None), "process", None), "returncode", None)
+                if tries[index] > self.restarts:
+                    failed.add(index)
+                    self._note(f"replica {index} (port {replica.port}) gave up after {self.restarts} restarts")
+                    if len(failed) == self.count:
+                        self.failure = f"no replica can serve: all {self.count} died and did not come back"
+                        self._note(self.failure)
+                        return
+                    continue
+                wait = RESTART_WAIT_S * 2 ** (tries[index] - 1)
+                self._note(f"replica {index} (port {replica.port}) died (exit code {code}); restarting in {wait:g} s "
+                           f"(try {tries[index]} of {self.restarts})")
+                if self._stopping.wait(wait):
+                    return
+                began = time.monotonic()
+                try:
+                    replica.stop()
+                    replica.start()
+                    self._note(f"replica {index} back after {time.monotonic() - began:.1f} s")
+                except Exception as error:  # noqa: BLE001 - counted as a failed try; the next round tries again
+                    self._note(f"replica {index} did not start: {type(error).__name__}: {str(error)[:200]}")
 
     def router_over(self, indices, policy: str | None = None, port: int | None = None, metrics_port: int | None = None):
         """A started vllm-router in front of the replicas at ``indices`` only (``bash kit bench-fleet`` compares one
@@ -224,6 +303,15 @@ class Fleet:
         self._start_router()
 
     def stop(self) -> None:
+        """Stop everything within about :data:`~helpers.bench.server.STOP_GRACE_S` seconds: every process is signalled
+        at once, then each gets what is left of the grace before it is killed."""
+        self._stopping.set()
+        if self.gateway is not None:
+            self.gateway.stop()
+        servers = [self.router] + [getattr(r, "server", None) for r in self.replicas]
+        for server in servers:
+            if server is not None and hasattr(server, "signal_stop"):
+                server.signal_stop()
         if self.router is not None:
             self.router.stop()
         for replica in self.replicas:
@@ -231,6 +319,8 @@ class Fleet:
                 replica.stop()
             except Exception:  # noqa: BLE001 - stop the others whatever one of them does
                 pass
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(timeout=10)
 
     def __enter__(self) -> "Fleet":
         return self.start()
@@ -248,14 +338,16 @@ class Fleet:
         """The router's OpenAI base URL: what Lab 05's local upstream points at."""
         if self.router is None:
             raise FleetError("the fleet is not started", fix="fleet.start() (or use it in a with block)")
-        return self.router.base_url
+        return self.gateway.base_url if self.gateway is not None else self.router.base_url
 
     @property
     def model(self) -> str:
         return self.replicas[0].model if self.replicas else "local-model"
 
     def kill(self, index: int) -> None:
-        """Crash replica ``index`` (SIGKILL): the router finds out from failed requests and health checks."""
+        """Crash replica ``index`` (SIGKILL): the router finds out from failed requests and health checks. The supervisor
+        leaves it to the caller's :meth:`restart` (a drill times that)."""
+        self._held.add(index)
         self.replicas[index].kill()
 
     def restart(self, index: int, timeout_s: float = 180.0, launched: bool = False) -> float:
@@ -272,6 +364,7 @@ class Fleet:
         url = self.worker_urls[index]
         while time.monotonic() - began < timeout_s:
             if self.metrics().get(url, {}).get("healthy") == 1:
+                self._held.discard(index)
                 return time.monotonic() - began
             time.sleep(0.25)
         raise FleetError(f"replica {index} started but the router did not take it back within {timeout_s:.0f} s",
@@ -676,8 +769,12 @@ def main(argv: list[str] | None = None) -> int:
         fleet.start()
         print(f"{fleet.describe()}; model name: {fleet.model}; stops after {args.minutes:g} min, on Ctrl-C, SIGTERM or SIGHUP",
               flush=True)
-        while fleet.router.alive():
+        while fleet.failure is None and fleet.router.alive():
             time.sleep(1.0)
+        if fleet.failure is not None or not fleet.router.expired:
+            print(f"[kit] the fleet cannot serve: {fleet.failure or 'the router stopped'}. Start it again with bash kit "
+                  "fleet; the lines above say what died.", file=sys.stderr, flush=True)
+            return 1
     except KeyboardInterrupt:
         pass
     finally:

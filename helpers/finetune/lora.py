@@ -176,10 +176,13 @@ def make_steps(examples: list[dict], rows_per_step: int, token_budget: int | Non
 
 
 # ---------------------------------------------------------------- LoRA
-def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05, targets: list[str] | None = None):
+def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05, targets: list[str] | None = None,
+                layers: list[int] | None = None):
+    """LoRA on ``targets`` (default: every projection) of ``layers`` (default: all). Adapting only the top layers
+    makes a step cheaper: the backward pass stops at the lowest adapted layer."""
     from peft import LoraConfig
 
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM", layers_to_transform=layers,
                       target_modules=targets or ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 
 
@@ -374,12 +377,12 @@ def answer_only_trainer(base):
     return AnswerOnlyTrainer
 
 
-def _run_fingerprint(rows: list[dict], steps: int, batch_size: int, learning_rate: float, seed: int, choices, model) -> str:
+def _run_fingerprint(rows: list[dict], steps: int, batch_size: int, learning_rate: float, schedule: tuple, seed: int, choices, model) -> str:
     """What a checkpoint must match to be resumed: the same rows, sizes, seed, choices and base model."""
     import hashlib
 
     text = json.dumps([[r["message"], r["target"]] for r in rows], sort_keys=True) + repr(
-        (steps, batch_size, learning_rate, seed, sorted(choices.__dict__.items()), getattr(model.config, "_name_or_path", ""),
+        (steps, batch_size, learning_rate, schedule, seed, sorted(choices.__dict__.items()), getattr(model.config, "_name_or_path", ""),
          getattr(model.config, "num_hidden_layers", 0), str(getattr(model, "peft_config", ""))))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -395,7 +398,8 @@ def last_checkpoint(folder: str | Path, fingerprint: str | None = None) -> Path 
 
 def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int = 8, learning_rate: float = 2e-3, seed: int = 0,
           output_dir: str | None = None, progress: bool = True, choices: TrainingChoices | None = None, plan=None,
-          checkpoint_dir: str | Path | None = None, save_every: int | None = None, stop_after: int | None = None) -> TrainResult:
+          checkpoint_dir: str | Path | None = None, save_every: int | None = None, stop_after: int | None = None,
+          schedule: str = "linear", warmup: float = 0.1) -> TrainResult:
     """Train the LoRA adapters with transformers' Trainer (loss on answers only). Shows a progress bar.
 
     ``choices`` (default: :func:`training_choices` of ``plan``, else padding-free fixed-size steps with
@@ -405,6 +409,9 @@ def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int =
     a quarter of the run) and, when a checkpoint of the same run (same rows, sizes, seed and base) is there, continue
     from it and say so: a Colab session that died mid-training loses at most ``save_every`` steps. The checkpoints are
     removed when the run completes. ``stop_after``: stop after that many steps, as a lost session would (tests).
+
+    ``schedule``: the learning rate's shape after ``warmup`` (a share of the steps): transformers' names
+    ("linear", "cosine", "constant_with_warmup").
     """
     import shutil
     import tempfile
@@ -430,7 +437,7 @@ def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int =
     resume = None
     if checkpoint_dir is not None:
         checkpoint_dir = Path(checkpoint_dir)
-        fingerprint = _run_fingerprint(rows, steps, batch_size, learning_rate, seed, choices, model)
+        fingerprint = _run_fingerprint(rows, steps, batch_size, learning_rate, (schedule, warmup), seed, choices, model)
         resume = last_checkpoint(checkpoint_dir, fingerprint)
         if resume is None and checkpoint_dir.exists():
             shutil.rmtree(checkpoint_dir)  # another run's checkpoints (other rows, sizes or base): not resumable
@@ -444,7 +451,7 @@ def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int =
         output_dir=str(checkpoint_dir) if checkpoint_dir is not None else (output_dir or tempfile.mkdtemp(prefix="lora-")),
         save_strategy="steps" if checkpoint_dir is not None else "no", save_steps=save_every or steps, save_total_limit=1,
         max_steps=steps, per_device_train_batch_size=1,
-        learning_rate=learning_rate, lr_scheduler_type="linear", warmup_steps=max(1, steps // 10), logging_steps=1,
+        learning_rate=learning_rate, lr_scheduler_type=schedule, warmup_steps=max(1, round(steps * warmup)), logging_steps=1,
         report_to=[], disable_tqdm=not progress, seed=seed, data_seed=seed, use_cpu=not device.startswith("cuda"),
         dataloader_num_workers=0, remove_unused_columns=False,
         bf16=choices.mixed_precision == "bf16", fp16=choices.mixed_precision == "fp16",
