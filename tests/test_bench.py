@@ -6,6 +6,7 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -383,40 +384,108 @@ def test_claims_follow_the_published_scores(monkeypatch):
     assert claims.check_c13()["verdict"].startswith("does not hold")
 
 
-def test_kit_serve_serves_on_loopback_and_stops_with_its_server_on_sigterm():
-    """`bash kit serve` (helpers.bench.server.main): the plan's model on 127.0.0.1, healthy; SIGTERM (kill, a supervisor)
-    stops it and its server process, which runs in a session of its own and would otherwise keep the port (its lifetime
-    limit, --minutes, is LocalServer's, tested above)."""
-    import signal
+def _kit_serve(port, tmp_path, minutes="1"):
+    """`bash kit serve` (helpers.bench.server.main) as its own process, its temporary files in ``tmp_path``."""
     import subprocess
+
+    return subprocess.Popen([sys.executable, "-c", "import sys; from helpers.bench.server import main; sys.exit(main(sys.argv[1:]))",
+                             "--port", str(port), "--minutes", minutes], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "TMPDIR": str(tmp_path)})
+
+
+def _post(port, body, path="/v1/chat/completions"):
+    import urllib.error
     import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_kit_serve_serves_on_loopback_behind_its_gateway_and_stops_on_sigterm(tmp_path, embedded):
+    """`bash kit serve`: the plan's model on 127.0.0.1 behind the gateway (bad requests are 400s naming the field, a
+    prompt over the context is refused before any work, /reset is not reachable, the reply names the asked model, and
+    with no sampling sent it answers as greedy decoding in process does); SIGTERM stops it and its server process,
+    which runs in a session of its own and would otherwise keep the port, within 10 s, leaving no log file behind."""
+    import signal
+    import urllib.request
+
+    import torch
 
     from helpers.bench.server import free_port, port_in_use
 
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-c", "import sys; from helpers.bench.server import main; sys.exit(main(sys.argv[1:]))",
-                                "--port", str(port), "--minutes", "0.25"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    process = _kit_serve(port, tmp_path)
     try:
         line = process.stdout.readline()
-        assert f"at http://127.0.0.1:{port}/v1" in line, line
+        assert f"at http://127.0.0.1:{port}/v1" in line, line + process.stderr.read()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as response:
             listed = [entry["id"] for entry in json.loads(response.read())["data"]]
         assert listed[0] == "smollm2-135m", listed  # a client learns the model's name, and may use the catalog's
         from openai import OpenAI
 
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local", timeout=60)
-        reply = client.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
-        assert reply.choices[0].message.content is not None
-        chunks = list(client.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": "Hi"}],
-                                                     max_tokens=3, stream=True))
-        assert len(chunks) >= 2  # streamed through the front, chunk by chunk
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local", timeout=60, max_retries=0)
+        messages = [{"role": "user", "content": "Where is my parcel? It was due on Monday."}]
+        reply = client.chat.completions.create(model="smollm2-135m", messages=messages, max_tokens=8)  # no sampling sent
+        assert reply.model == "smollm2-135m" and reply.usage.completion_tokens <= 8
+        model, tokenizer = embedded
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+        greedy = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert reply.choices[0].message.content.strip() == greedy.strip()  # the server samples greedily: the lab's answer
+        chunks = list(client.chat.completions.create(model="smollm2-135m", messages=messages, max_tokens=3, stream=True))
+        assert len(chunks) >= 2 and all(c.choices for c in chunks)  # streamed chunk by chunk, no usage-only chunk unasked
+        for body, param in [({"model": "smollm2-135m"}, "messages"), ({"messages": [], "max_tokens": 2}, "messages"),
+                            ({"messages": messages, "max_tokens": 0}, "max_tokens"),
+                            ({"messages": messages, "max_tokens": "ten"}, "max_tokens"),
+                            ({"messages": messages, "temperature": -1}, "temperature"), ({"messages": messages, "n": 2}, "n")]:
+            status, answer = _post(port, body)
+            assert status == 400 and answer["error"]["param"] == param, (body, answer)
+        began = time.monotonic()
+        status, answer = _post(port, {"messages": [{"role": "user", "content": "parcel " * 20_000}], "max_tokens": 4})
+        assert status == 400 and answer["error"]["code"] == "context_length_exceeded" and time.monotonic() - began < 10
+        assert _post(port, {}, "/reset")[0] == 404 and _post(port, {"model": "x"}, "/load_model")[0] == 404
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        began = time.monotonic()
+        assert process.wait(timeout=30) == 0 and time.monotonic() - began < 10
         time.sleep(0.5)
         assert not port_in_use(port), "the server outlived `kit serve`"
+        assert not list(tmp_path.glob("ots-server-*.log")), "the server's log outlived it"
     finally:
         process.kill()
+
+
+def test_kit_serve_exits_1_with_the_servers_last_lines_when_its_server_dies(tmp_path):
+    import signal
+
+    from helpers.bench.server import free_port, port_freed
+
+    port = free_port()
+    process = _kit_serve(port, tmp_path)
+    try:
+        line = process.stdout.readline()
+        assert "at http://127.0.0.1:" in line, line + process.stderr.read()
+        backend = int(line.split("the server itself on port ")[1].split(")")[0])
+        children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == process.pid]
+        assert children
+        for child in children:
+            os.killpg(child, signal.SIGKILL)  # the server crashes (out of memory, a kill -9)
+        assert process.wait(timeout=30) == 1
+        assert "the server died" in process.stderr.read()
+        assert port_freed(port) and port_freed(backend)
+    finally:
+        process.kill()
+
+
+def _parent(proc_dir) -> int:
+    try:
+        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
 
 
 def test_a_server_dies_with_the_process_that_started_it(tmp_path):

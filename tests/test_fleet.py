@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import time
 
 import pytest
 
@@ -73,6 +74,70 @@ def test_a_replica_killed_mid_load_loses_nothing_and_rejoins(fleet):
     assert all(not math.isnan(v) for v in table["latency p95 s"])
     ax = F.plot_drill(drill)
     assert ax.get_title().startswith("failover: your fleet")
+
+
+class CrashingReplica(StandInReplica):
+    """A stand-in replica the supervisor can see die (``alive``); ``crash`` cuts it off as a SIGKILL would, behind the
+    fleet's back. ``starts_left`` limits how often it starts (a replica that cannot come back)."""
+
+    starts_left = None
+
+    def alive(self):
+        return self.api is not None
+
+    def start(self):
+        if self.starts_left is not None:
+            if self.starts_left <= 0:
+                raise RuntimeError("the model folder is gone")
+            self.starts_left -= 1
+        return super().start()
+
+    def crash(self):
+        self.stop()
+
+
+def test_the_fleet_restarts_a_replica_that_crashed_under_load_and_loses_nothing():
+    import concurrent.futures
+
+    with F.Fleet(CrashingReplica, replicas=2) as fleet:
+        url = fleet.worker_urls[0]
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            asked = [pool.submit(F._ask, fleet.base_url, fleet.model, f"ticket {i}", 4, 30) for i in range(30)]
+            time.sleep(0.5)
+            fleet.replicas[0].crash()  # not fleet.kill(): nobody tells the fleet
+            answers = [a.result() for a in asked]
+        assert [ok for ok, _, _ in answers] == [True] * 30, [e for ok, e, _ in answers if not ok]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and fleet.metrics().get(url, {}).get("healthy") != 1 or not fleet.replicas[0].alive():
+            time.sleep(0.25)
+        assert fleet.replicas[0].alive() and fleet.metrics()[url]["healthy"] == 1  # back, and in the router's pool
+        assert any("replica 0" in e and "died" in e for e in fleet.events) and any("back after" in e for e in fleet.events)
+        before = fleet.metrics()
+        for i in range(40):  # the router's circuit breaker lets it back within its 5 s; 20 s at most
+            assert F._ask(fleet.base_url, fleet.model, f"after {i}", 4, 10)[0]
+            if F._answered(before, fleet.metrics(), fleet.worker_urls)[0] > 0:
+                break
+            time.sleep(0.5)
+        assert F._answered(before, fleet.metrics(), fleet.worker_urls)[0] > 0  # it takes requests again
+        assert fleet.failure is None
+        began = time.monotonic()
+    assert time.monotonic() - began < 10  # the fleet stops within its grace
+
+
+def test_a_fleet_whose_replicas_cannot_come_back_says_it_cannot_serve():
+    class Doomed(CrashingReplica):
+        starts_left = 1  # the first start only
+
+    with F.Fleet(Doomed, replicas=2, restarts=1) as fleet:
+        for replica in fleet.replicas:
+            replica.crash()
+        deadline = time.monotonic() + 30
+        while fleet.failure is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert fleet.failure and "no replica can serve" in fleet.failure
+        assert any("gave up after 1 restarts" in e for e in fleet.events)
+        ok, error, _ = F._ask(fleet.base_url, fleet.model, "anyone?", 4, 30)
+        assert not ok and error.startswith("HTTP 5")  # an answer, not a hang
 
 
 def test_routing_policies_run_the_same_load_with_a_shared_system_prompt(fleet):
@@ -151,9 +216,15 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.reply({{"data": []}} if self.path == "/v1/models" else {{"status": "ok"}})
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.reply({{"choices": [{{"index": 0, "message": {{"role": "assistant", "content": "ok"}}, "finish_reason": "stop"}}],
-                    "usage": {{"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}}})
+        asked = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        usage = {{"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        if not asked.get("stream"):
+            return self.reply({{"choices": [{{"index": 0, "message": {{"role": "assistant", "content": "ok"}}, "finish_reason": "stop"}}],
+                               "usage": usage}})
+        self.send_response(200); self.send_header("Content-Type", "text/event-stream"); self.end_headers()
+        for event in ({{"choices": [{{"index": 0, "delta": {{"content": "ok"}}, "finish_reason": "stop"}}]}}, {{"choices": [], "usage": usage}}):
+            self.wfile.write(("data: " + json.dumps(event) + "\\n\\n").encode())
+        self.wfile.write(b"data: [DONE]\\n\\n"); self.close_connection = True
     def log_message(self, *a): pass
 http.server.ThreadingHTTPServer((args[args.index("--host") + 1], port), H).serve_forever()
 """

@@ -344,12 +344,15 @@ class Gateway:
     # ---------------------------------------------------------------- relaying
     def _relay(self, handler, path: str, data: dict, name: str, prompt_tokens: int) -> None:
         """Ask the server for a stream; pass it on (``stream``) or assemble one reply; stop when the client goes. A reply
-        not yet begun for the client is asked again (twice, 0.5 s apart) when the server's connection fails or its stream
-        breaks off: behind a fleet's router that reaches another replica; behind one server, the error comes back."""
+        not yet begun for the client is asked again (twice, 0.5 s apart) when the server's connection fails, it answers a 5xx
+        or its stream breaks off before the client saw any of it: behind a fleet's router that reaches another replica;
+        behind one server, the last error comes back."""
         streamed = bool(data.get("stream"))
-        forwarded = json.dumps({**data, "model": self.backend_model, "stream": True}).encode()
+        wants_usage = bool((data.get("stream_options") or {}).get("include_usage")) if isinstance(data.get("stream_options"), dict) else False
+        forwarded = json.dumps({**data, "model": self.backend_model, "stream": True,
+                                "stream_options": {"include_usage": True}}).encode()  # usage counted by the server itself
         failure = "no answer"
-        for attempt in range(1 if streamed else UPSTREAM_TRIES):
+        for attempt in range(UPSTREAM_TRIES):
             if attempt:
                 time.sleep(0.5)
             connection = http.client.HTTPConnection(HOST, self.backend_port, timeout=600)
@@ -360,10 +363,14 @@ class Gateway:
                 except OSError as error:
                     failure = f"the local server is not answering ({type(error).__name__}): it may be restarting"
                     continue
+                if response.status >= 500 and attempt + 1 < UPSTREAM_TRIES:  # a replica that just died: ask again
+                    response.read(100_000)
+                    failure = f"the local server answered {response.status}"
+                    continue
                 if response.status != 200:
                     return self._pass_error(handler, response)
                 if streamed:
-                    return self._stream(handler, response, name)
+                    return self._stream(handler, response, name, wants_usage)
                 return self._assemble(handler, response, path, name, prompt_tokens)
             except _ClientGone:
                 with self._lock:
@@ -425,7 +432,7 @@ class Gateway:
                 finished = finished or any(isinstance(c, dict) and c.get("finish_reason") for c in event.get("choices") or [])
             yield payload, event
 
-    def _stream(self, handler, response, name: str) -> None:
+    def _stream(self, handler, response, name: str, wants_usage: bool = False) -> None:
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Cache-Control", "no-cache")
@@ -435,6 +442,8 @@ class Gateway:
         handler.close_connection = True
         try:
             for payload, event in self._events(response, handler):
+                if isinstance(event, dict) and event.get("usage") and not event.get("choices") and not wants_usage:
+                    continue  # a usage-only chunk the client did not ask for (code reading choices[0] would fail on it)
                 if isinstance(event, dict) and "model" in event:
                     event["model"] = name
                     payload = json.dumps(event)
@@ -504,3 +513,68 @@ def _client_gone(handler) -> bool:
         return sock.recv(1, socket.MSG_PEEK) == b""
     except (OSError, ValueError):
         return True
+
+
+class GatedServer:
+    """A :class:`~helpers.bench.server.LocalServer` behind a :class:`Gateway`: what Lab 05 and ``bash kit serve`` start.
+    Clients get the gateway's address (:attr:`base_url`) and the name they asked for (:attr:`model`); the server's process
+    listens on a port of its own. Everything else (``engine``, ``label``, ``command``, ``log_tail``...) is the server's.
+    ``stop()`` stops both; ``start()`` starts both again on the same ports (Lab 05's outage)."""
+
+    def __init__(self, server, name: str | None = None, limits: Limits | None = None, port: int | None = None):
+        from .server import free_port
+
+        self.server, self.limits = server, limits or Limits()
+        self.name = name or server.model
+        self.port = port or free_port()
+        self.gateway: Gateway | None = None
+
+    @classmethod
+    def for_plan(cls, plan, model_dir: str | Path, name: str | None = None, port: int | None = None, **options) -> "GatedServer":
+        """The plan's server for ``model_dir`` (:meth:`LocalServer.for_plan <helpers.bench.server.LocalServer.for_plan>`,
+        ``options`` go there) behind a gateway on ``port`` with the plan's limits; ``name`` is the model's name for
+        clients (the server's own id by default)."""
+        from .server import LocalServer
+
+        options.pop("served_name", None)
+        server = LocalServer.for_plan(plan, model_dir, **options)
+        return cls(server, name, Limits.for_plan(plan, model_dir, server.engine), port)
+
+    def start(self) -> "GatedServer":
+        if not self.server.alive():
+            self.server.start()
+        if self.gateway is None:
+            self.gateway = Gateway(self.port, self.server.port, self.name, self.server.model, self.limits,
+                                   health=self.server.healthy).start()
+        return self
+
+    def stop(self, *args, **kwargs) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
+        self.server.stop(*args, **kwargs)
+
+    @property
+    def base_url(self) -> str:
+        self.server.base_url  # noqa: B018 - a server its lifetime stopped starts again here (LocalServer.base_url)
+        if self.gateway is None:
+            self.start()
+        return self.gateway.base_url
+
+    @property
+    def model(self) -> str:
+        return self.name
+
+    def alive(self) -> bool:
+        return self.gateway is not None and self.server.alive()
+
+    def __getattr__(self, attribute):
+        if attribute == "server":  # not yet set (copy, pickle): no recursion through __getattr__
+            raise AttributeError(attribute)
+        return getattr(self.server, attribute)
+
+    def __enter__(self) -> "GatedServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

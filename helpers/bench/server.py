@@ -39,8 +39,29 @@ class ServerError(KitError):
     """The local server could not start or died."""
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A free port on loopback for a server the kit starts, drawn at random below the kernel's ephemeral range
+    (32768-60999 on Linux). Asking the kernel for port 0 hands out ports from that range, the same one outgoing
+    connections take their source ports from: a server restarted on its port could find it held by a client's
+    connection, and a client connecting to a stopped server's port can land on itself (TCP's self-connect). Seen
+    under two test workers: a router forwarding to a port another process had just been given."""
+    import random
+
+    for _ in range(200):
+        port = random.SystemRandom().randrange(20000, 32000)  # not the seeded generator a test may have fixed
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded range: the kernel's choice
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
 
@@ -563,17 +584,15 @@ def main(argv: list[str] | None = None) -> int:
     or the time limit (Lab 05's local upstream outside a notebook), behind the kit's gateway
     (:mod:`helpers.bench.gateway`: checked requests, bounded work and queue, greedy defaults). Exits 1 with the server's
     last lines if the server dies."""
-    from .gateway import Gateway, Limits
+    from .gateway import GatedServer
 
     args, p, key, folder = serving_command_line("bash kit serve", main.__doc__, argv)
     # the server listens on a port of its own; the gateway answers on --port, so /v1/models names the model by its
     # catalog key and a client may ask for it by that name
-    server = LocalServer.for_plan(p, folder, port=free_port(), max_lifetime_s=args.minutes * 60)
-    gateway = None
+    served = GatedServer.for_plan(p, folder, name=key, port=args.port, max_lifetime_s=args.minutes * 60)
+    server = served.server
     try:
-        server.start()
-        gateway = Gateway(args.port, server.port, key, server.model, Limits.for_plan(p, folder, server.engine),
-                          health=server.healthy).start()
+        served.start()
         print(f"serving {key} with {server.label} at http://{HOST}:{args.port}/v1 (model name: {key}, or {server.model}; the "
               f"server itself on port {server.port}); stops after {args.minutes:g} min, on Ctrl-C, SIGTERM or SIGHUP", flush=True)
         while server.alive():
@@ -587,9 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        if gateway is not None:
-            gateway.stop()
-        server.stop()
+        served.stop()
     return 0
 
 

@@ -43,6 +43,9 @@ ROUTER_ADDED_FIELDS = frozenset({"skip_special_tokens", "ignore_eos", "stream_re
 HEALTH_INTERVAL_S, HEALTH_FAILURES, HEALTH_SUCCESSES = 1, 2, 1
 # the fleet's supervisor looks every second; a dead replica is restarted up to 3 times in a row, waiting 1, 2, 4 s
 SUPERVISE_EVERY_S, RESTARTS, RESTART_WAIT_S = 1.0, 3, 1.0
+# the router's circuit breaker keeps a replica that failed out of the pool this long before it tries it again (its own
+# default, 30 s, would leave a replica the supervisor restarted in 2 s idle for half a minute)
+CIRCUIT_OPEN_S = 5
 
 
 class FleetError(KitError):
@@ -73,7 +76,8 @@ def router_command(port: int, worker_urls: list[str], policy: str = "round_robin
     command = [router_cli() or "vllm-router", "--host", HOST, "--port", str(port), "--worker-urls", *worker_urls,
                "--policy", policy, "--health-check-interval-secs", str(HEALTH_INTERVAL_S),
                "--health-failure-threshold", str(HEALTH_FAILURES), "--health-success-threshold", str(HEALTH_SUCCESSES),
-               "--worker-startup-check-interval", "1", "--worker-startup-timeout-secs", "300", "--log-level", "warning"]
+               "--worker-startup-check-interval", "1", "--worker-startup-timeout-secs", "300",
+               "--cb-timeout-duration-secs", str(CIRCUIT_OPEN_S), "--log-level", "warning"]
     if metrics_port:
         command += ["--prometheus-host", HOST, "--prometheus-port", str(metrics_port)]
     return command
