@@ -397,3 +397,33 @@ def test_the_stop_bar_is_passed_beyond_the_interval_or_on_the_point_estimate(sto
     replies = ft.Predictions(["x"] * len(stopped))
     replies.stopped = stopped
     assert says in ft.stop_sentence(ft.stop_share(replies))
+
+
+def test_the_recorded_learning_curve_is_read_plotted_and_judged_against_the_bar():
+    """Issue 36: Lab 03 shows the course's recorded CPU learning curves beside the learner's run; a point clears the
+    desk's bar only when its interval's low end does (the memo's rule), and the sentence says which run and when."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    curve = ft.learning_curve_results()
+    assert curve is not None and {"category", "priority", "exact match"} <= set(curve["metric"])
+    assert (curve["n"] >= 128).all() and ((curve["high"] - curve["low"]) / 2 < 0.10).all()  # narrower than +-10 points
+    assert curve["run"].str.contains("AMD EPYC|Intel").all() and curve["run"].str.contains("2026-").all()
+    rows = pd.DataFrame([
+        {"metric": "category", "training minutes": 3.0, "rate": 0.80, "low": 0.72, "high": 0.86, "run": "A"},
+        {"metric": "category", "training minutes": 7.5, "rate": 0.93, "low": 0.87, "high": 0.96, "run": "B"},
+        {"metric": "category", "training minutes": 12.0, "rate": 0.95, "low": 0.90, "high": 0.98, "run": "B"},
+        {"metric": "priority", "training minutes": 1.0, "rate": 0.99, "low": 0.98, "high": 1.0, "run": "C"}])
+    said = ft.curve_reading(rows, 0.85, budget_minutes=8)
+    assert said.startswith("within 8 minutes of training the best recorded category is 93% (87%-96%) after 7.5 min (B), which clears")
+    assert "the best of any recorded run is 95% (90%-98%) after 12.0 min (B)" in said
+    assert "reaches, within its interval," in ft.curve_reading(rows, 0.85, budget_minutes=4)  # 80% (72-86%) only
+    assert "stays below" in ft.curve_reading(rows, 0.90, budget_minutes=4)
+    assert ft.curve_reading(rows, 0.85, budget_minutes=0.5).startswith("no recorded run stopped within 0.5 minutes")
+    mine = pd.DataFrame({"rate": [0.5], "low": [0.33], "high": [0.67], "n": [32]}, index=["category"])
+    ax = ft.plot_learning_curve(curve, 0.85, mine=(1.2, mine))
+    labels = ax.get_legend_handles_labels()[1]
+    assert "the desk's bar (85%)" in labels and "your run (32 test rows)" in labels
+    assert sum(label.startswith("course's run:") for label in labels) == curve["run"].nunique()

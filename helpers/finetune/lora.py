@@ -876,6 +876,77 @@ def gpu_qlora_results():
     return table[["variant", "hardware", "model", "tokens_per_s", "ratio_to_baseline", "peak_memory_gb", "rows_per_step", "date"]]
 
 
+def learning_curve_results():
+    """The course's recorded CPU learning curves (``scripts/cpu_learning_curve.py``): one row per evaluation of a run,
+    with its recipe, machine and date, or None if none was recorded. A run is its recipe on its machine
+    (``run`` names it: layers adapted, steps in the schedule, learning rate, machine)."""
+    import pandas as pd
+
+    from ..paths import DATASETS
+
+    path = DATASETS / "results" / "cpu_learning_curve.csv"
+    if not path.exists():
+        return None
+    table = pd.read_csv(path)
+    from ..catalog import get_model
+
+    depth = get_model("smollm2-135m").layers  # the CPU tier's model; a run that adapted every layer records none or all
+    layers = table["layers"].fillna(depth).astype(int)
+    planned = table["run steps"].fillna(table.groupby(["machine", "learning rate"])["steps"].transform("max")).astype(int)
+    machine = table["machine"].str.split(",").str[0].str.replace(r"\(R\)", "", regex=True).str.strip()
+    table["run"] = [f"{'all' if n >= depth else f'top {n} of {depth}'} layers, {s} steps, lr {lr:g} ({m}, {d})"
+                    for n, s, lr, m, d in zip(layers, planned, table["learning rate"], machine, table["date"])]
+    return table
+
+
+def plot_learning_curve(curve, bar: float, mine: tuple[float, object] | None = None, metric: str = "category", ax=None):
+    """``metric`` (rate and 95 % interval) against training minutes for each recorded run, the desk's ``bar`` as a
+    line, and the learner's own run (``mine``: its training minutes and its ``evaluate`` table) as a star. A point
+    clears the bar in the memo's sense only when its interval's low end is above it."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.6))
+    rows = curve[curve["metric"] == metric]
+    for run, points in rows.groupby("run", sort=False):
+        points = points.sort_values("training minutes")
+        ax.errorbar(points["training minutes"], points["rate"], yerr=[points["rate"] - points["low"], points["high"] - points["rate"]],
+                    marker="o", capsize=3, label=f"course's run: {run}")
+    if mine is not None:
+        minutes, table = mine
+        row = table.loc[metric]
+        ax.errorbar([minutes], [row["rate"]], yerr=[[row["rate"] - row["low"]], [row["high"] - row["rate"]]], fmt="*", markersize=14,
+                    color="black", capsize=3, label=f"your run ({int(row['n'])} test rows)")
+    ax.axhline(bar, color="crimson", linestyle="--", label=f"the desk's bar ({bar:.0%})")
+    ax.set_xlim(left=0)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("training minutes (CPU, 2 cores)")
+    ax.set_ylabel(f"{metric}: share right")
+    n = int(rows["n"].max()) if len(rows) else 0
+    ax.set_title(f"{metric} vs training time: the course's recorded runs on {n} test rows, 95% intervals")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return ax
+
+
+def curve_reading(curve, bar: float, budget_minutes: float, metric: str = "category") -> str:
+    """One sentence from the recorded curves: the best ``metric`` reached within ``budget_minutes`` of training and
+    overall, each with its interval, against the desk's ``bar`` (cleared only when the interval's low end is above it)."""
+    rows = curve[curve["metric"] == metric]
+    if rows.empty:
+        return f"no recorded run measured {metric}"
+
+    def said(row) -> str:
+        verdict = "clears" if row["low"] >= bar else ("reaches, within its interval," if row["high"] >= bar else "stays below")
+        return (f"{row['rate']:.0%} ({row['low']:.0%}-{row['high']:.0%}) after {row['training minutes']:.1f} min "
+                f"({row['run']}), which {verdict} the desk's {bar:.0%}")
+
+    within = rows[rows["training minutes"] <= budget_minutes]
+    best_overall = rows.loc[rows["rate"].idxmax()]
+    first = (f"within {budget_minutes:g} minutes of training the best recorded {metric} is " + said(within.loc[within["rate"].idxmax()])
+             if not within.empty else f"no recorded run stopped within {budget_minutes:g} minutes")
+    return f"{first}; the best of any recorded run is {said(best_overall)}."
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """How much Lab 03 trains and evaluates on this plan (the tier decides; quick mode shrinks it for CI)."""
