@@ -140,6 +140,40 @@ def test_a_fleet_whose_replicas_cannot_come_back_says_it_cannot_serve():
         assert not ok and error.startswith("HTTP 5")  # an answer, not a hang
 
 
+def test_kit_fleet_exits_1_with_a_message_when_its_fleet_cannot_serve(monkeypatch, capsys):
+    """`bash kit fleet` (fleet.main) watches its fleet: when every replica is dead past its restarts it stops everything
+    and exits 1 saying so, instead of staying up behind a router that answers 503. Stand-in replicas keep this fast."""
+    class Doomed(CrashingReplica):
+        starts_left = 1
+
+    started = []
+
+    def stand_in_fleet(p, folder, replicas=None, policy="round_robin", name=None, max_lifetime_s=None, port=None):
+        fleet = F.Fleet(Doomed, replicas=2, restarts=1, policy=policy, port=port)
+        started.append(fleet)
+        original = fleet.start
+
+        def start():
+            original()
+            for replica in fleet.replicas:
+                replica.crash()
+            return fleet
+
+        fleet.start = start
+        return fleet
+
+    import signal
+
+    monkeypatch.setattr(F.Fleet, "for_plan", staticmethod(stand_in_fleet))
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # main's SIGTERM handler is not this test process's
+    began = time.monotonic()
+    assert F.main(["--minutes", "1", "--port", str(free_port())]) == 1 and time.monotonic() - began < 45
+    said = capsys.readouterr().err
+    assert "the fleet cannot serve: no replica can serve" in said and "bash kit fleet" in said
+    fleet = started[0]
+    assert not fleet.router.alive() and not port_in_use(fleet.router.port)
+
+
 def test_routing_policies_run_the_same_load_with_a_shared_system_prompt(fleet):
     table = F.compare_policies(fleet, ["parcel late", "refund please", "app crashes"], system="You triage tickets. " * 40,
                                requests=6, concurrency=3, max_tokens=4, progress=False)
