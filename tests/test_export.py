@@ -106,6 +106,7 @@ def test_modelfile_carries_the_chat_format_stops_and_greedy_decoding(tmp_path, e
     assert path.name == "Modelfile" and text.startswith("FROM ./model-q8_0.gguf\n")
     assert "<|im_start|>{{ .Role }}" in text and "{{ .Content }}<|im_end|>" in text and text.count('"""') == 4
     assert 'PARAMETER stop "<|im_end|>"' in text and "PARAMETER temperature 0" in text and "PARAMETER num_ctx 1024" in text
+    assert "PARAMETER repeat_penalty 1" in text
     assert 'SYSTEM """Answer in JSON."""' in text
     llama3 = gx.modelfile("m.gguf", "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>' }}")
     assert 'PARAMETER stop "<|eot_id|>"' in llama3 and "<|im_end|>" not in llama3
@@ -176,5 +177,5 @@ def test_how_to_run_names_the_file_the_modelfile_ships(tmp_path):
     (tmp_path / "model-q8_0.gguf").write_bytes(b"GGUF")
     (tmp_path / "Modelfile").write_text("# proven: same triage on 94% of 16 test rows\nFROM ./model-q8_0.gguf\n")
     text = gx.how_to_run(tmp_path / "Modelfile")
-    assert f"llama-server -m {tmp_path / 'model-q8_0.gguf'} --host 127.0.0.1" in text and "ollama create support-desk -f Modelfile" in text
+    assert f"llama-server -m {tmp_path / 'model-q8_0.gguf'} --host 127.0.0.1" in text and "--temp 0 --repeat-penalty 1" in text and "ollama create support-desk -f Modelfile" in text
     assert gx.proven_gguf(tmp_path / "missing-merged") is None
