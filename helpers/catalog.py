@@ -30,9 +30,11 @@ MODEL_NUMERIC = [
 #   nf4/fp4 with double quantization: 4 bits + 8-bit absmax per 64 weights + fp32 per 256 blocks
 #   nf4/fp4 without: 4 bits + fp32 absmax per 64 weights
 #   GGUF Q4_1: blocks of 32 4-bit weights with an fp16 scale and an fp16 minimum = 5 bits
+#   GGUF Q5_1: blocks of 32 5-bit weights (4 bits + 1 high bit each) with an fp16 scale and minimum = 6 bits
 #   GGUF Q8_0: blocks of 32 int8 weights with an fp16 scale = 8.5 bits
-#   GGUF Q4_0: blocks of 32 4-bit weights with an fp16 scale = 4.5 bits (the kit's Q4_0 export keeps the
-#   token embedding, a tied model's output layer too, at Q8_0: GGUF_OTHER_BYTES)
+#   GGUF Q4_0: blocks of 32 4-bit weights with an fp16 scale = 4.5 bits
+#   (the 4- and 5-bit files, the kit's exports and the embedded model's shipped Q4_1 alike, keep the token
+#   embedding, a tied model's output layer too, at Q8_0: GGUF_OTHER_BYTES)
 LINEAR_BYTES = {
     "fp32": 4.0,
     "bf16": 2.0,
@@ -42,11 +44,12 @@ LINEAR_BYTES = {
     "fp4": 0.5 + (8 / 64 + 32 / (64 * 256)) / 8,
     "nf4-nodq": 0.5 + 32 / 64 / 8,
     "gguf-q4_1": 5 / 8,
+    "gguf-q5_1": 6 / 8,
     "gguf-q8_0": 8.5 / 8,
     "gguf-q4_0": 4.5 / 8,
 }
 # bytes per parameter outside the blocks' linear layers (embeddings, output) in a GGUF file, where not the same
-GGUF_OTHER_BYTES = {"gguf-q4_0": 8.5 / 8}
+GGUF_OTHER_BYTES = {"gguf-q4_0": 8.5 / 8, "gguf-q4_1": 8.5 / 8, "gguf-q5_1": 8.5 / 8}
 PRECISIONS = list(LINEAR_BYTES)
 # the dtype everything that is not a quantized linear layer is kept in
 CUDA_CONTEXT_GB = 0.5  # CUDA context + cuBLAS workspace, typical of recent drivers (measured in Lab 02)

@@ -179,3 +179,38 @@ def test_how_to_run_names_the_file_the_modelfile_ships(tmp_path):
     text = gx.how_to_run(tmp_path / "Modelfile")
     assert f"llama-server -m {tmp_path / 'model-q8_0.gguf'} --host 127.0.0.1" in text and "--temp 0 --repeat-penalty 1" in text and "ollama create support-desk -f Modelfile" in text
     assert gx.proven_gguf(tmp_path / "missing-merged") is None
+
+
+def test_tuning_survival_measures_what_each_types_rounding_keeps_of_a_small_change(tmp_path):
+    """Issue 36: the tuning is a small change to weights that already sit on a 4-bit grid (the embedded model comes
+    from a Q4_1 file). Rounding the tuned weights to that same grid puts them back where they were (the base model
+    again); Q8_0's finer grid keeps the change; a change larger than a 4-bit step survives 4 bits too."""
+    from gguf import GGMLQuantizationType as T
+    from gguf.quants import dequantize, quantize
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    raw = rng.normal(0, 0.05, (64, 128)).astype(np.float32)
+    base = dequantize(quantize(raw, T.Q4_1), T.Q4_1).reshape(raw.shape)  # a model shipped as Q4_1
+    for name, scale in (("small", 0.001), ("large", 0.05)):
+        (tmp_path / "base").mkdir(exist_ok=True)
+        (tmp_path / name).mkdir()
+        save_file({"model.layers.0.mlp.up_proj.weight": base, "model.norm.weight": np.ones(64, np.float32)}, tmp_path / "base" / "model.safetensors")
+        save_file({"model.layers.0.mlp.up_proj.weight": base + rng.normal(0, scale, base.shape).astype(np.float32),
+                   "model.norm.weight": np.ones(64, np.float32)}, tmp_path / name / "model.safetensors")
+    small = gx.tuning_survival(tmp_path / "base", tmp_path / "small", ("Q8_0", "Q4_1"))
+    assert list(small.index) == ["Q8_0", "Q4_1"] and (small["matrices"] == 1).all()  # the 1-D norm is not a matrix
+    assert small.loc["Q8_0", "tuning / weights"] == pytest.approx(0.02, rel=0.1)  # 0.001 against 0.05, by hand
+    assert small.loc["Q8_0", "tuning kept"] > 0.8 and small.loc["Q4_1", "tuning kept"] < 0.2  # back on the base's grid
+    large = gx.tuning_survival(tmp_path / "base", tmp_path / "large", ("Q4_1",))
+    assert large.loc["Q4_1", "tuning kept"] > 0.8 and large.loc["Q4_1", "rounding error / tuning"] < 1
+    with pytest.raises(gx.ExportError) as error:
+        gx.tuning_survival(tmp_path / "base", tmp_path / "base", ("Q8_0",))
+    assert "no tuning to keep" in error.value.problem
+    table = small.assign(**{"same triage": [0.94, 0.0], "rows": [32, 32]})
+    lines = gx.layouts_reading(table)
+    assert lines[0].startswith("Q8_0: moved from the base model") and "same triage as the tuned model on 94% of 32 rows" in lines[0]
+    assert "mostly the base model again" in lines[1] and lines[-1].startswith("the tuning moved the weights by 2.")
+    recorded = gx.recorded_layouts()
+    assert recorded is not None and set(recorded.index) == set(gx.WRITABLE) and recorded["date"].str.startswith("2026-").all()
+    assert recorded.loc["Q8_0", "same triage"] >= gx.SAME_TRIAGE_BAR > recorded.loc["Q4_0", "same triage"]

@@ -26,6 +26,8 @@ from pathlib import Path
 from ..errors import InputError
 
 QUANT_TYPES = ("Q8_0", "Q4_0")
+# every type gguf-py quantizes bit-exactly as llama.cpp does (its own tests), that this module writes
+WRITABLE = ("Q8_0", "Q5_1", "Q4_1", "Q4_0")
 # the architectures written here, and what the error says for the others
 WRITTEN = {"LlamaForCausalLM": "llama"}
 # llama.cpp picks its pre-tokenizer (how text is split before BPE) by name; the models this kit writes
@@ -115,8 +117,8 @@ def export_gguf(folder: str | Path, out: str | Path, quant: str = "Q8_0", model:
 
     folder, out = Path(folder), Path(out)
     quant = quant.upper()
-    if quant not in QUANT_TYPES:
-        raise ExportError(f"GGUF type {quant!r} is not written here", fix=f"use one of {', '.join(QUANT_TYPES)} (K-quants need llama.cpp's llama-quantize)")
+    if quant not in WRITABLE:
+        raise ExportError(f"GGUF type {quant!r} is not written here", fix=f"use one of {', '.join(WRITABLE)} (K-quants need llama.cpp's llama-quantize)")
     if not (folder / "config.json").exists():
         raise ExportError(f"{folder} holds no model (config.json is missing)", fix="export the merged model first (Lab 03, section 7)")
     config = json.loads((folder / "config.json").read_text())
@@ -295,6 +297,80 @@ def proven_gguf(model_dir: str | Path) -> Path | None:
         return None
     gguf = modelfile.parent / source
     return gguf if gguf.is_file() and gguf.stat().st_mtime >= config.stat().st_mtime else None
+
+
+def tuning_survival(base: str | Path, tuned: str | Path, quants: tuple[str, ...] = WRITABLE):
+    """What each GGUF type's rounding leaves of the tuning: over every 2-D weight matrix of the merged ``tuned`` folder
+    against the ``base`` model's folder, the tuning's own size (||tuned - base|| / ||base||), the share of its
+    direction the rounded file keeps (the projection of file - base on tuned - base, over ||tuned - base||^2: 1 keeps
+    it all, 0 is the base model again) and the rounding error against the tuning (||file - tuned|| / ||tuned - base||:
+    above 1 the noise is larger than what training changed). One row per type, the matrices pooled."""
+    import gguf
+    import numpy as np
+    import pandas as pd
+    from safetensors.numpy import load_file
+
+    def weights(folder):
+        found = {}
+        for file in sorted(Path(folder).glob("*.safetensors")):
+            found.update(load_file(file))
+        if not found:
+            raise ExportError(f"no .safetensors weights in {folder}", fix="export the merged model with merge_and_export first")
+        return found
+
+    before, after = weights(base), weights(tuned)
+    names = [n for n in sorted(after) if after[n].ndim == 2 and n in before and n != "lm_head.weight" and "embed" not in n]
+    rows = []
+    for quant in quants:
+        kind = getattr(gguf.GGMLQuantizationType, quant.upper())
+        tuning = kept = error = base_norm = 0.0
+        for name in names:
+            b, t = before[name].astype(np.float32), after[name].astype(np.float32)
+            back = gguf.quants.dequantize(gguf.quants.quantize(t, kind), kind).reshape(t.shape)
+            delta = (t - b).ravel()
+            tuning += float(delta @ delta)
+            kept += float((back - b).ravel() @ delta)
+            error += float(np.sum((back - t) ** 2))
+            base_norm += float(np.sum(b ** 2))
+        if tuning == 0:
+            raise ExportError(f"{tuned} holds the base model's weights unchanged: there is no tuning to keep",
+                              fix="pass the merged folder Lab 03 wrote after training (results.artifact('03', 'merged'))")
+        rows.append({"GGUF": quant.upper(), "tuning / weights": (tuning / base_norm) ** 0.5, "tuning kept": kept / tuning,
+                     "rounding error / tuning": (error / tuning) ** 0.5, "matrices": len(names)})
+    return pd.DataFrame(rows).set_index("GGUF")
+
+
+def recorded_layouts():
+    """The course's recorded comparison of GGUF types on Lab 03's tuned CPU-tier model (``scripts/gguf_layouts.py``),
+    or None if none was recorded."""
+    import pandas as pd
+
+    from ..paths import DATASETS
+
+    path = DATASETS / "results" / "gguf_layouts.csv"
+    return pd.read_csv(path).set_index("GGUF") if path.exists() else None
+
+
+def layouts_reading(table) -> list[str]:
+    """One line per GGUF type of a :func:`recorded_layouts` table (or a learner's own ``take_away`` table joined with
+    :func:`tuning_survival`): what its rounding does to the tuning, and what that did to the triage."""
+    lines = []
+    for quant, row in table.iterrows():
+        error, kept = row["rounding error / tuning"], row["tuning kept"]
+        if kept < 0.25:
+            effect = "mostly the base model again"
+        elif error < 1:
+            effect = "the tuning, with rounding smaller than it"
+        else:
+            effect = "the tuning buried under rounding larger than it"
+        rows = f" of {int(row['rows'])} rows" if "rows" in row else ""
+        lines.append(f"{quant}: moved from the base model {kept:.2f} along the tuning (1: all of it, 0: none), rounding error "
+                     f"{error:.1f} x the tuning ({effect}); "
+                     f"same triage as the tuned model on {row['same triage']:.0%}{rows}")
+    first = table.iloc[0]
+    lines.append(f"the tuning moved the weights by {first['tuning / weights']:.1%} of their size: a file keeps it only where its "
+                 "rounding is smaller than that")
+    return lines
 
 
 # A file that changes more than 1 triage in 4 of the tuned model's is not the model you tuned. Not stricter: a 135M
