@@ -148,8 +148,10 @@ def test_kit_fleet_exits_1_with_a_message_when_its_fleet_cannot_serve(monkeypatc
 
     started = []
 
-    def stand_in_fleet(p, folder, replicas=None, policy="round_robin", name=None, max_lifetime_s=None, port=None):
-        fleet = F.Fleet(Doomed, replicas=2, restarts=1, policy=policy, port=port)
+    def stand_in_fleet(p, folder, replicas=None, policy="round_robin", name=None, max_lifetime_s=None, port=None,
+                       access_log=None):
+        assert access_log is not None  # kit fleet logs each answer (helpers.bench.gateway), as kit serve does
+        fleet = F.Fleet(Doomed, replicas=2, restarts=1, policy=policy, port=port, access_log=access_log)
         started.append(fleet)
         original = fleet.start
 

@@ -246,3 +246,25 @@ def test_the_servers_own_refusal_comes_back_as_json(front):
     gateway, _ = front(StreamingServer(status=500, error_body=b"<html>Internal Server Error</html>"))
     status, _, raw = post(gateway, ok_body())
     assert status == 500 and json.loads(raw)["error"]["type"] == "server_error"
+
+
+def test_the_access_log_has_a_line_per_answer_and_never_what_was_asked():
+    """`bash kit serve` prints one line per request (time, method, route, status, seconds): what an operator needs
+    to see a burst of 429s or a slow hour, and nothing of the messages, which hold customers' personal data."""
+    backend = StreamingServer()
+    lines = []
+    gateway = Gateway(0, backend.port, "desk-model", "server-name", Limits(context=100, count_tokens=words),
+                      access_log=lines.append).start()
+    try:
+        secret = "my card 4111 1111 1111 1111 was charged twice"
+        assert post(gateway, ok_body(messages=[{"role": "user", "content": secret}]))[0] == 200
+        assert post(gateway, ok_body(max_tokens=0))[0] == 400
+        assert post(gateway, {}, "/reset?token=abc")[0] == 404
+    finally:
+        gateway.stop()
+        backend.stop()
+    assert len(lines) == 3, lines
+    assert [line.split()[1:4] for line in lines] == [["POST", "/v1/chat/completions", "200"],
+                                                     ["POST", "/v1/chat/completions", "400"], ["POST", "(other)", "404"]]
+    assert all(line.split()[4].endswith("s") and float(line.split()[4][:-1]) >= 0 for line in lines)
+    assert not any("4111" in line or "card" in line or "reset" in line or "abc" in line for line in lines)

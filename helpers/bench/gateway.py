@@ -22,6 +22,8 @@ serve``, llama.cpp's server, or a fleet's vllm-router) and makes it behave like 
 - **A client that hangs up stops its generation.** The gateway always asks the server for a stream and closes it when
   its client goes away (``transformers serve`` cancels the generation then); a non-streaming reply is assembled here.
 - **The reply names the model the client asked for.**
+- **An access log** where the caller asks for one (``access_log``; `bash kit serve` prints it): time, method, route, status
+  and seconds per answer, never the messages (they hold customers' personal data).
 """
 from __future__ import annotations
 
@@ -176,10 +178,12 @@ def validate(data, path: str, limits: Limits) -> tuple[dict, int]:
 
 class Gateway:
     """The front on ``port`` for the server on ``backend_port`` (see the module's docstring). ``name`` is the model's
-    name for clients, ``backend_model`` the server's; ``health``: a callable saying whether the server is up."""
+    name for clients, ``backend_model`` the server's; ``health``: a callable saying whether the server is up;
+    ``access_log``: called with one line per answer (time, method, route, status, seconds to the answer's start), never
+    what the request or the reply said: a support desk's messages hold personal data."""
 
     def __init__(self, port: int, backend_port: int, name: str, backend_model: str, limits: Limits | None = None,
-                 health: Callable[[], bool] | None = None):
+                 health: Callable[[], bool] | None = None, access_log: Callable[[str], None] | None = None):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         gateway = self
@@ -190,10 +194,19 @@ class Gateway:
             def log_message(self, *args):
                 pass
 
+            def log_request(self, code="-", size="-"):  # send_response calls it once per answer
+                if gateway.access_log is not None:
+                    route = self.path.split("?")[0] if self.path.split("?")[0] in ROUTES_GET + ROUTES_POST else "(other)"
+                    took = time.monotonic() - getattr(self, "began", time.monotonic())
+                    status = int(code) if str(getattr(code, "value", code)).isdigit() else code
+                    gateway.access_log(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {self.command} {route} {status} {took:.2f}s")
+
             def do_GET(self):
+                self.began = time.monotonic()
                 gateway._get(self)
 
             def do_POST(self):
+                self.began = time.monotonic()
                 gateway._post(self)
 
             def _refuse_method(self):
@@ -202,7 +215,7 @@ class Gateway:
             do_PUT = do_DELETE = do_PATCH = do_HEAD = _refuse_method
 
         self.name, self.backend_model, self.backend_port = name, backend_model, backend_port
-        self.limits, self.health = limits or Limits(), health
+        self.limits, self.health, self.access_log = limits or Limits(), health, access_log
         self._slots = threading.Semaphore(self.limits.in_flight)
         self._lock = threading.Lock()
         self.waiting = 0
@@ -521,31 +534,33 @@ class GatedServer:
     listens on a port of its own. Everything else (``engine``, ``label``, ``command``, ``log_tail``...) is the server's.
     ``stop()`` stops both; ``start()`` starts both again on the same ports (Lab 05's outage)."""
 
-    def __init__(self, server, name: str | None = None, limits: Limits | None = None, port: int | None = None):
+    def __init__(self, server, name: str | None = None, limits: Limits | None = None, port: int | None = None,
+                 access_log: Callable[[str], None] | None = None):
         from .server import free_port
 
-        self.server, self.limits = server, limits or Limits()
+        self.server, self.limits, self.access_log = server, limits or Limits(), access_log
         self.name = name or server.model
         self.port = port or free_port()
         self.gateway: Gateway | None = None
 
     @classmethod
-    def for_plan(cls, plan, model_dir: str | Path, name: str | None = None, port: int | None = None, **options) -> "GatedServer":
+    def for_plan(cls, plan, model_dir: str | Path, name: str | None = None, port: int | None = None,
+                 access_log: Callable[[str], None] | None = None, **options) -> "GatedServer":
         """The plan's server for ``model_dir`` (:meth:`LocalServer.for_plan <helpers.bench.server.LocalServer.for_plan>`,
         ``options`` go there) behind a gateway on ``port`` with the plan's limits; ``name`` is the model's name for
-        clients (the server's own id by default)."""
+        clients (the server's own id by default); ``access_log`` as :class:`Gateway`'s."""
         from .server import LocalServer
 
         options.pop("served_name", None)
         server = LocalServer.for_plan(plan, model_dir, **options)
-        return cls(server, name, Limits.for_plan(plan, model_dir, server.engine), port)
+        return cls(server, name, Limits.for_plan(plan, model_dir, server.engine), port, access_log)
 
     def start(self) -> "GatedServer":
         if not self.server.alive():
             self.server.start()
         if self.gateway is None:
             self.gateway = Gateway(self.port, self.server.port, self.name, self.server.model, self.limits,
-                                   health=self.server.healthy).start()
+                                   health=self.server.healthy, access_log=self.access_log).start()
         return self
 
     def stop(self, *args, **kwargs) -> None:

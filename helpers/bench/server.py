@@ -589,7 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     args, p, key, folder = serving_command_line("bash kit serve", main.__doc__, argv)
     # the server listens on a port of its own; the gateway answers on --port, so /v1/models names the model by its
     # catalog key and a client may ask for it by that name
-    served = GatedServer.for_plan(p, folder, name=key, port=args.port, max_lifetime_s=args.minutes * 60)
+    # one line per request on stderr (time, route, status, seconds), never what was asked or answered
+    served = GatedServer.for_plan(p, folder, name=key, port=args.port, max_lifetime_s=args.minutes * 60,
+                                  access_log=lambda line: print(line, file=sys.stderr, flush=True))
     server = served.server
     try:
         served.start()

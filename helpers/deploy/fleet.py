@@ -163,8 +163,9 @@ class Fleet:
 
     @classmethod
     def for_plan(cls, plan, model_dir, replicas: int | None = None, policy: str = "round_robin", name: str | None = None,
-                 max_lifetime_s: float = 1800.0, port: int | None = None) -> "Fleet":
-        """The plan's local server (``LocalServer.for_plan``) ``replicas`` times (default: the plan's ``replicas``)."""
+                 max_lifetime_s: float = 1800.0, port: int | None = None, access_log=None) -> "Fleet":
+        """The plan's local server (``LocalServer.for_plan``) ``replicas`` times (default: the plan's ``replicas``);
+        ``access_log`` as the gateway's (:class:`helpers.bench.gateway.Gateway`)."""
         from ..bench.gateway import Limits
 
         count = replicas or getattr(plan, "replicas", 2) or 2
@@ -174,10 +175,10 @@ class Fleet:
         return cls(lambda i, port=None: ServedReplica(plan, model_dir, label, port=port, max_lifetime_s=max_lifetime_s,
                                                       threads=threads, index=i),
                    count, policy=policy, max_lifetime_s=max_lifetime_s, port=port,
-                   limits=Limits.for_plan(plan, model_dir, engine, replicas=count))
+                   limits=Limits.for_plan(plan, model_dir, engine, replicas=count), access_log=access_log)
 
     def __init__(self, make_replica, replicas: int = 2, policy: str = "round_robin", max_lifetime_s: float = 1800.0,
-                 port: int | None = None, limits=None, heal: bool = True, restarts: int = RESTARTS):
+                 port: int | None = None, limits=None, heal: bool = True, restarts: int = RESTARTS, access_log=None):
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
             raise InputError(f"replicas = {replicas!r}: a fleet needs at least one", fix="e.g. replicas=2")
         if policy not in POLICIES + ("random", "consistent_hash"):
@@ -189,6 +190,7 @@ class Fleet:
         self.gateway = None
         self.router_port: int | None = None
         self.limits = limits  # the gateway's (helpers.bench.gateway.Limits); None: its defaults
+        self.access_log = access_log  # the gateway's: a line per answer, none of its content
         self.metrics_port: int | None = None
         self.heal, self.restarts = heal, restarts
         self.events: list[str] = []  # what the fleet's supervisor did, a dated line each (also printed)
@@ -219,7 +221,8 @@ class Fleet:
             # clients reach the gateway (checked requests, bounded queue, greedy defaults, JSON errors), which reaches
             # the router; a router restarted with another policy keeps its port, so the gateway stays
             self.gateway = Gateway(self.port or _free(), self.router.port, self.model, self.model, self.limits,
-                                   health=lambda: self.router is not None and self.router.healthy()).start()
+                                   health=lambda: self.router is not None and self.router.healthy(),
+                                   access_log=self.access_log).start()
             if self.heal:
                 self._stopping.clear()
                 self._supervisor = threading.Thread(target=self._supervise, name="fleet-supervisor", daemon=True)
@@ -768,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args, p, key, folder = serving_command_line("bash kit fleet", main.__doc__, argv, options)
     fleet = Fleet.for_plan(p, folder, replicas=args.replicas, policy=args.policy, name=key, max_lifetime_s=args.minutes * 60,
-                           port=args.port)
+                           port=args.port, access_log=lambda line: print(line, file=sys.stderr, flush=True))
     try:
         fleet.start()
         print(f"{fleet.describe()}; model name: {fleet.model}; stops after {args.minutes:g} min, on Ctrl-C, SIGTERM or SIGHUP",
