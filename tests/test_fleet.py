@@ -96,8 +96,11 @@ class CrashingReplica(StandInReplica):
         self.stop()
 
 
-def test_the_fleet_restarts_a_replica_that_crashed_under_load_and_loses_nothing():
+def test_the_fleet_restarts_a_replica_that_crashed_under_load_and_loses_nothing(monkeypatch):
     import concurrent.futures
+
+    monkeypatch.setattr(F, "SUPERVISE_EVERY_S", 0.2)  # the same supervisor, looking and retrying sooner
+    monkeypatch.setattr(F, "RESTART_WAIT_S", 0.2)
 
     with F.Fleet(CrashingReplica, replicas=2) as fleet:
         url = fleet.worker_urls[0]
@@ -124,7 +127,10 @@ def test_the_fleet_restarts_a_replica_that_crashed_under_load_and_loses_nothing(
     assert time.monotonic() - began < 10  # the fleet stops within its grace
 
 
-def test_a_fleet_whose_replicas_cannot_come_back_says_it_cannot_serve():
+def test_a_fleet_whose_replicas_cannot_come_back_says_it_cannot_serve(monkeypatch):
+    monkeypatch.setattr(F, "SUPERVISE_EVERY_S", 0.2)  # the same supervisor, looking and retrying sooner
+    monkeypatch.setattr(F, "RESTART_WAIT_S", 0.2)
+
     class Doomed(CrashingReplica):
         starts_left = 1  # the first start only
 
@@ -167,6 +173,8 @@ def test_kit_fleet_exits_1_with_a_message_when_its_fleet_cannot_serve(monkeypatc
     import signal
 
     monkeypatch.setattr(F.Fleet, "for_plan", staticmethod(stand_in_fleet))
+    monkeypatch.setattr(F, "SUPERVISE_EVERY_S", 0.2)  # the same supervisor, looking and retrying sooner
+    monkeypatch.setattr(F, "RESTART_WAIT_S", 0.2)
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # main's SIGTERM handler is not this test process's
     began = time.monotonic()
     assert F.main(["--minutes", "1", "--port", str(free_port())]) == 1 and time.monotonic() - began < 45

@@ -466,7 +466,7 @@ class NameProxy:
         self.drop_fields, self.health = frozenset(drop_fields), health
         self.server = ThreadingHTTPServer((HOST, port), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def start(self) -> "NameProxy":
         self.thread.start()
