@@ -268,3 +268,37 @@ def test_the_access_log_has_a_line_per_answer_and_never_what_was_asked():
                                                      ["POST", "/v1/chat/completions", "400"], ["POST", "(other)", "404"]]
     assert all(line.split()[4].endswith("s") and float(line.split()[4][:-1]) >= 0 for line in lines)
     assert not any("4111" in line or "card" in line or "reset" in line or "abc" in line for line in lines)
+
+
+def test_a_server_killed_mid_reply_cuts_the_stream_behind_the_name_proxy_without_a_traceback(capfd):
+    """Lab 05's failover drill kills a replica mid-reply behind its name proxy; the proxy printed a traceback
+    (IncompleteRead) into the learner's notebook. The reply is now cut off unfinished, which the router retries, quietly."""
+    import socketserver
+
+    from helpers.bench.server import NameProxy
+
+    class Dies(socketserver.BaseRequestHandler):
+        def handle(self):
+            self.request.recv(65536)
+            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 b"6\r\ndata: \r\n")  # one chunk, then the process is gone
+            self.request.shutdown(socket.SHUT_RDWR)
+
+    backend = socketserver.ThreadingTCPServer((HOST, 0), Dies)
+    threading.Thread(target=backend.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    proxy = NameProxy(0, backend.server_address[1], "desk-model", "/models/desk").start()
+    try:
+        connection = http.client.HTTPConnection(HOST, proxy.server.server_address[1], timeout=10)
+        connection.request("POST", "/v1/chat/completions", body=json.dumps(ok_body(stream=True)).encode(),
+                           headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.status == 200
+        with pytest.raises(http.client.IncompleteRead):  # cut off: no last chunk, so nobody takes it for a whole reply
+            response.read()
+        connection.close()
+        time.sleep(0.3)
+    finally:
+        proxy.stop()
+        backend.shutdown()
+        backend.server_close()
+    assert "Traceback" not in capfd.readouterr().err

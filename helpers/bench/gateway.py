@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .server import HOST, read_body
+from .server import HOST, quiet_http_server, read_body
 
 ROUTES_GET = ("/v1/models", "/health")
 ROUTES_POST = ("/v1/chat/completions", "/v1/completions")
@@ -184,7 +184,7 @@ class Gateway:
 
     def __init__(self, port: int, backend_port: int, name: str, backend_model: str, limits: Limits | None = None,
                  health: Callable[[], bool] | None = None, access_log: Callable[[str], None] | None = None):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         gateway = self
 
@@ -221,7 +221,7 @@ class Gateway:
         self.waiting = 0
         self.counts = {"answered": 0, "refused": 0, "queue full": 0, "queue timeout": 0, "cancelled": 0, "server errors": 0}
         self._durations: list[float] = []
-        self.server = ThreadingHTTPServer((HOST, port), Handler)
+        self.server = quiet_http_server((HOST, port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         # stop() waits for the serving loop to notice: it looks every 0.05 s (the default 0.5 s made every stop half a second)
@@ -374,7 +374,7 @@ class Gateway:
                 try:
                     connection.request("POST", path, body=forwarded, headers={"Content-Type": "application/json"})
                     response = connection.getresponse()
-                except OSError as error:
+                except (OSError, http.client.HTTPException) as error:
                     failure = f"the local server is not answering ({type(error).__name__}): it may be restarting"
                     continue
                 if response.status >= 500 and attempt + 1 < UPSTREAM_TRIES:  # a replica that just died: ask again

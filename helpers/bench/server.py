@@ -42,6 +42,23 @@ class ServerError(KitError):
 _PORTS_GIVEN: set[int] = set()
 
 
+def quiet_http_server(address, handler):
+    """A threading HTTP server for the kit's fronts that prints no traceback when a peer hangs up mid-request (a
+    client gone, a server killed in a drill): those are counted and answered where they happen, and a traceback in a
+    learner's notebook output reads as a crash. Any other error still prints."""
+    from http.server import ThreadingHTTPServer
+
+    class Quiet(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address):
+            if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+                return
+            super().handle_error(request, client_address)
+
+    return Quiet(address, handler)
+
+
 def free_port() -> int:
     """A free port on loopback for a server the kit starts, drawn at random below the kernel's ephemeral range
     (32768-60999 on Linux). Asking the kernel for port 0 hands out ports from that range, the same one outgoing
@@ -442,7 +459,7 @@ class NameProxy:
 
     def __init__(self, port: int, backend_port: int, name: str, backend_model: str, drop_fields: frozenset = frozenset(),
                  health=None):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         proxy = self
 
@@ -464,7 +481,7 @@ class NameProxy:
 
         self.name, self.backend_model, self.backend_port = name, backend_model, backend_port
         self.drop_fields, self.health = frozenset(drop_fields), health
-        self.server = ThreadingHTTPServer((HOST, port), Handler)
+        self.server = quiet_http_server((HOST, port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
@@ -513,6 +530,7 @@ class NameProxy:
             except ValueError:
                 pass  # not JSON: the backend answers it as it would
         connection = http.client.HTTPConnection(HOST, self.backend_port, timeout=600)
+        started = False
         try:
             headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "content-length", "connection")}
             if body is not None:
@@ -526,6 +544,7 @@ class NameProxy:
             handler.send_header("Transfer-Encoding", "chunked")
             handler.send_header("Connection", "close")
             handler.end_headers()
+            started = True
             while True:
                 chunk = response.read1(65536) if hasattr(response, "read1") else response.read(65536)
                 if not chunk:
@@ -533,7 +552,10 @@ class NameProxy:
                 handler.wfile.write(f"{len(chunk):X}\r\n".encode() + chunk + b"\r\n")
                 handler.wfile.flush()
             handler.wfile.write(b"0\r\n\r\n")
-        except OSError as error:
+        except (OSError, http.client.HTTPException) as error:
+            if started:  # the server died mid-reply: the reply is cut off unfinished (no last chunk), which the router
+                handler.close_connection = True  # sees as a failed request and retries elsewhere; no traceback printed
+                return
             try:  # JSON, as every answer of an OpenAI endpoint (send_error would write an HTML page)
                 payload = json.dumps({"error": {"message": f"the local server did not answer ({type(error).__name__})",
                                                 "type": "server_error", "param": None, "code": "upstream_down"}}).encode()
