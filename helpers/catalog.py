@@ -206,19 +206,21 @@ TRAIN_ESTIMATE_FACTOR = 2.0  # the stated accuracy: measured peaks lie between h
 
 
 def estimate_training_memory(model: str | ModelSpec, precision: str, context: int = 512, batch: int = 8,
-                             device: str = "cuda", lora_rank: int = 16) -> MemoryEstimate:
+                             device: str = "cuda", lora_rank: int = 16, adapted_layers: int | None = None) -> MemoryEstimate:
     """Predict the peak memory of LoRA/QLoRA training: the (frozen) weights, the adapters with their gradients and
     Adam state (16 bytes a parameter), and the activations kept for the backward pass for ``batch`` rows a step of
     at most ``context`` tokens (the task's rows are shorter: :data:`TRAIN_ROW_TOKENS`). ``kv_cache_gb`` is 0 (no cache
-    while training); the activations and the CUDA context are the overhead."""
+    while training); the activations and the CUDA context are the overhead. ``adapted_layers``: LoRA on the top N layers
+    only (default: all); the backward pass stops at the lowest adapted one, so only those layers keep activations."""
     spec = model if isinstance(model, ModelSpec) else get_model(model)
     for name, value in (("context", context), ("batch", batch)):
         if not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}", fix=f"pass {name} >= 1")
     weights = estimate_weights_bytes(spec, precision)
     tokens = batch * min(context, TRAIN_ROW_TOKENS)
-    activations = tokens * spec.layers * (spec.hidden + spec.intermediate) * TRAIN_ACTIVATION_BYTES * compute_bytes(precision) / 2
-    adapters = 16 * spec.layers * lora_rank * 2 * (spec.hidden + spec.heads * spec.head_dim)  # q and v projections, order of
+    kept = min(adapted_layers or spec.layers, spec.layers)
+    activations = tokens * kept * (spec.hidden + spec.intermediate) * TRAIN_ACTIVATION_BYTES * compute_bytes(precision) / 2
+    adapters = 16 * kept * lora_rank * 2 * (spec.hidden + spec.heads * spec.head_dim)  # q and v projections, order of
     overhead = (CUDA_CONTEXT_GB * 1e9 if device == "cuda" else 0.0) + activations + adapters
     return MemoryEstimate(spec.key, precision, context, batch, weights / 1e9, 0.0, overhead / 1e9)
 

@@ -72,6 +72,8 @@ class Plan:
     replicas: int = 1  # labs that serve: copies of the server behind the fleet's router (one per GPU or GPU group)
     tensor_parallel: int = 1  # GPUs one server spreads the model over (vLLM's --tensor-parallel-size)
     gpus: int = 0  # GPUs the machine has (a fleet's replicas are placed on them in turn)
+    adapted_layers: int | None = None  # a lab that trains: LoRA on the top N of the model's layers (None: all of them)
+    layers: int = 0  # the model's layers
 
     def as_rows(self) -> list[tuple[str, str]]:
         rows = [
@@ -82,6 +84,8 @@ class Plan:
                                 + (f" ({self.copies} copies of the weights at the peak)" if self.copies > 1 else "")),
             ("expected time", f"about {self.expected_minutes:.1f} min"),
         ]
+        if self.adapted_layers:
+            rows.append(("LoRA layers", f"the top {self.adapted_layers} of {self.layers} (the backward pass stops there)"))
         if self.server:
             gguf = ", on the GGUF file's own quantized weights" if self.server == "llamacpp" else ""
             rows.append(("local server", SERVERS[self.server] + gguf))
@@ -217,6 +221,8 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
     if spec.gated:
         notes.append(f"{spec.hub_id} is gated: accept its licence on the Hub and set HF_TOKEN before loading")
     copies = max(1, int(row.get("copies") or 1))
+    adapted = int(float(row.get("adapted_layers") or 0)) or None  # LoRA on the top N layers only (None: all)
+    adapted = adapted if adapted is None or adapted < spec.layers else None
 
     def needed(estimate) -> float:  # the KV cache and overhead once, the weights once per copy the lab holds
         return estimate.total_gb + (copies - 1) * estimate.weights_gb
@@ -225,7 +231,7 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
 
     def estimate_for(precision: str, batch: int):
         if training:
-            return estimate_training_memory(spec, precision, base["context"], batch, device=device)
+            return estimate_training_memory(spec, precision, base["context"], batch, device=device, adapted_layers=adapted)
         return estimate_memory(spec, precision, base["context"], batch, device=device)
 
     # a node of several GPUs serving with vLLM can spread one copy over them (tensor parallel) before it lowers the
@@ -276,7 +282,7 @@ def plan(lab: str, hardware: Hardware | None = None, override: str | None = None
     return Plan(model=spec.key, hub_id=spec.hub_id, precision=precision, expected_memory_gb=needed(estimate),
                 expected_minutes=minutes, notes=notes, compute_dtype=compute_dtype_for(precision, device, hw), server=server,
                 copies=copies, model_memory_gb=estimate.total_gb, replicas=replicas, tensor_parallel=tensor_parallel,
-                gpus=hw.gpus if device == "cuda" else 0, **base)
+                gpus=hw.gpus if device == "cuda" else 0, adapted_layers=adapted, layers=spec.layers, **base)
 
 
 # a CPU's fleet: two replicas, so one can fail over to the other (they share the machine's cores)

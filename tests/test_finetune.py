@@ -137,6 +137,11 @@ def test_full_finetune_memory_and_claims():
     assert ft.claims.check_c9(get_model("smollm2-135m"), 4_884_480)["verdict"].startswith("does not hold")
     # the same share the lab prints under its model (trainable of all parameters, adapters included): 3.50 %, not 3.63 %
     assert "trains 3.50% of the parameters" in ft.claims.check_c9(get_model("smollm2-135m"), 4_884_480)["evidence"]
+    # the CPU tier adapts the top 10 of 30 layers: forward 2N through all, backward 2N x 10/30 -> about 2.7N of 6N
+    top = ft.claims.check_c9(get_model("smollm2-135m"), 1_628_160, adapted_layers=10)
+    assert abs(top["compute_cut"] - (1 - (2 + 2 * 10 / 30) / 6)) < 1e-9 and "falls by about 56%" in top["verdict"]
+    assert "backward through the top 10" in top["evidence"] and "about 2.7N vs 6N" in top["evidence"]
+    assert "falls by about a third" in ft.claims.check_c9(get_model("smollm2-135m"), 4_884_480, adapted_layers=30)["verdict"]
     assert ft.claims.check_c10()["verdict"].startswith("holds only if the A100 has 80 GB")
 
 
@@ -427,3 +432,18 @@ def test_the_recorded_learning_curve_is_read_plotted_and_judged_against_the_bar(
     labels = ax.get_legend_handles_labels()[1]
     assert "the desk's bar (85%)" in labels and "your run (32 test rows)" in labels
     assert sum(label.startswith("course's run:") for label in labels) == curve["run"].nunique()
+    assert curve["run"].str.contains(r"\d+ test rows").all()
+
+
+def test_the_tuned_model_is_judged_against_the_bar_by_the_memos_rule():
+    import pandas as pd
+
+    def table(rate, low, high, n=128):
+        return pd.DataFrame({"rate": [rate], "low": [low], "high": [high], "n": [n]}, index=["category"])
+
+    assert ft.bar_sentence(table(0.72, 0.64, 0.79), 0.85) == (
+        "your tuned model's category: 72% (64%-79%) on 128 held-out tickets; against the desk's 85% bar it fails: "
+        "the whole interval is below it")
+    assert "is unclear" in ft.bar_sentence(table(0.80, 0.55, 0.93, 15), 0.85)
+    assert "passes" in ft.bar_sentence(table(0.93, 0.85, 0.97), 0.85)  # the low end at the bar passes, as in the memo
+    assert "fails" in ft.bar_sentence(table(0.84, 0.80, 0.849), 0.85)

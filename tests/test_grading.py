@@ -332,6 +332,26 @@ def test_cli_takes_the_lab_from_the_class_folders_name_past_a_damaged_notebook(t
     assert rows["cc_folder"]["error"] == "not a notebook file: a folder named like a notebook"
 
 
+def test_cli_quick_grades_at_ci_sizes(tmp_path, monkeypatch, capsys):
+    """Lab 03's full CPU run takes minutes a submission; `kit grade --quick` runs each at CI's sizes instead."""
+    from helpers.course import __main__ as cli
+
+    seen = {}
+
+    def fake_grade_folder(folder, lab, out, timeout, workers, sandbox=True):
+        seen["quick"] = os.environ.get("OTS_QUICK")
+        out = tmp_path / "g.csv"
+        out.write_text("student\n")
+        return out
+
+    monkeypatch.setattr(cli, "grade_folder", fake_grade_folder)
+    monkeypatch.delenv("OTS_QUICK", raising=False)
+    assert cli.main(["grade", str(tmp_path), LAB]) == 0 and seen["quick"] is None
+    assert cli.main(["grade", str(tmp_path), LAB, "--quick"]) == 0 and seen["quick"] == "1"
+    assert "CI's sizes" in capsys.readouterr().err
+    os.environ.pop("OTS_QUICK", None)  # main set it for its own grading run
+
+
 def test_no_single_submission_decides_the_lab(tmp_path):
     """One notebook declaring another assignment, a link, or a 200,000-deep JSON file cannot steer or stop the guess."""
     import json
@@ -428,9 +448,13 @@ def test_sandbox_environment_is_an_allow_list_and_key_shapes_are_redacted(tmp_pa
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("OTS_QUICK", raising=False)
     env = grading.sandbox_env(tmp_path, tmp_path / "home")
     assert SECRET not in " ".join(env.values()) and "OPENAI_API_KEY" not in env and env["OMP_NUM_THREADS"] == "1"
     assert env["HOME"] == str(tmp_path / "home") and env["TMPDIR"] == "/tmp" and env["OTS_GRADING"] == "1"
+    assert "OTS_QUICK" not in env  # a full-size run unless the instructor asks for CI's sizes
+    monkeypatch.setenv("OTS_QUICK", "1")
+    assert grading.sandbox_env(tmp_path, tmp_path / "home")["OTS_QUICK"] == "1"
     assert grading.redact(f"ValueError: {SECRET} and sk-" + "proj1234567890abc") == "ValueError: [redacted] and [redacted]"
     assert grading.csv_cell("=HYPERLINK(1)") == "'=HYPERLINK(1)" and grading.csv_cell(3.0) == 3.0
     hidden = [str(p) for p in grading._hidden_roots([])]

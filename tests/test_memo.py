@@ -306,3 +306,29 @@ def test_money_in_a_displayed_table_is_never_typeset_as_maths():
     frame = pd.DataFrame({"figure": ["$74,265 ($30,497-$166,370)"]})
     assert 'class="dataframe mathjax_ignore' in frame._repr_html_().replace("tex2jax_ignore ", "")
     assert "mathjax_ignore" in frame.style.to_html()
+
+
+def test_self_hosted_accuracy_is_judged_on_the_larger_sample_of_the_same_model():
+    """Issue 36: Lab 05's local route scores the deployed model on a handful of the day's tickets; Lab 03 scores the same
+    tuned model on many held-out tickets of every kind. The larger sample decides, so the verdict is not the interval's width."""
+    lab03 = {"category after rate": 0.72, "category after low": 0.64, "category after high": 0.79, "eval rows": 128}
+    few = {"local accuracy rate": 0.8, "local accuracy low": 0.55, "local accuracy high": 0.93, "local accuracy n": 15}
+    s = full_store(**few)
+    s["03"] = {k: entry(v) for k, v in lab03.items()}
+    table, summary, judgement = build(s)
+    row = memo.evidence(table, summary).loc[("self-hosted", "accuracy")]
+    assert (row["value"], row["n"]) == (0.72, 128) and "the larger sample decides" in row["source"] and "15 tickets" in row["source"]
+    assert memo.verdict_grid(judgement).loc["self-hosted", "accuracy"] == "fail"  # 15 tickets alone said "unclear"
+    only_few = build(full_store(**few))[2]
+    assert memo.verdict_grid(only_few).loc["self-hosted", "accuracy"] == "unclear"
+    # the deployed model measured on more tickets than Lab 03 keeps its own figure
+    s = full_store(**{**few, "local accuracy n": 300})
+    s["03"] = {k: entry(v) for k, v in lab03.items()}
+    table, summary, _ = build(s)
+    row = memo.evidence(table, summary).loc[("self-hosted", "accuracy")]
+    assert (row["value"], row["n"]) == (0.8, 300)
+    # a base model served (not the tuned one): Lab 05's figure is about another model, so the tuned one's is used, and said
+    s = full_store(**{**few, "served model": "base (untuned)"})
+    s["03"] = {k: entry(v) for k, v in lab03.items()}
+    table, summary, _ = build(s)
+    assert "Lab 05 did not deploy the tuned model" in memo.evidence(table, summary).loc[("self-hosted", "accuracy"), "source"]

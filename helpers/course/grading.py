@@ -262,7 +262,7 @@ class GradeResult:
 # plan. Nothing else crosses (API keys, tokens, cloud credentials, the instructor's paths): the sandbox gets its own
 # HOME, TMPDIR and caches in its scratch folder
 SANDBOX_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY",
-               "CUDA_VISIBLE_DEVICES", "OTS_PLAN", "OTS_SIMULATE_GPU")
+               "CUDA_VISIBLE_DEVICES", "OTS_PLAN", "OTS_SIMULATE_GPU", "OTS_QUICK")
 KEY_SHAPES = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{8,}|gh[pousr]_[A-Za-z0-9]{8,}|AKIA[0-9A-Z]{12,}|xox[abpr]-[A-Za-z0-9\-]{8,}"
                         r"|AIza[0-9A-Za-z_\-]{20,}|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,})")
 

@@ -186,15 +186,23 @@ def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05, targets: li
                       target_modules=targets or ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 
 
-def lora_parameter_count(spec, r: int, targets: list[str]) -> int:
-    """LoRA parameters for a catalog model: each adapted (d_in x d_out) matrix adds r x (d_in + d_out)."""
+def top_layers(model_or_depth, count: int | None) -> list[int] | None:
+    """The indices of the top ``count`` layers of a model (or of ``depth`` layers), for :func:`lora_config`'s
+    ``layers``; None (every layer) when ``count`` is None or covers them all."""
+    depth = model_or_depth if isinstance(model_or_depth, int) else model_or_depth.config.num_hidden_layers
+    return None if count is None or count >= depth else list(range(depth - count, depth))
+
+
+def lora_parameter_count(spec, r: int, targets: list[str], layers: int | None = None) -> int:
+    """LoRA parameters for a catalog model: each adapted (d_in x d_out) matrix adds r x (d_in + d_out), in each of
+    ``layers`` layers (default: all of them)."""
     h, d, i = spec.hidden, spec.head_dim, spec.intermediate
     shapes = {"q_proj": (h, spec.heads * d), "k_proj": (h, spec.kv_heads * d), "v_proj": (h, spec.kv_heads * d),
               "o_proj": (spec.heads * d, h), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
     unknown = set(targets) - set(shapes)
     if unknown:
         raise InputError(f"unknown target modules {sorted(unknown)}", fix=f"use some of {list(shapes)}")
-    return spec.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets)
+    return min(layers or spec.layers, spec.layers) * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets)
 
 
 @contextlib.contextmanager
@@ -879,7 +887,7 @@ def gpu_qlora_results():
 def learning_curve_results():
     """The course's recorded CPU learning curves (``scripts/cpu_learning_curve.py``): one row per evaluation of a run,
     with its recipe, machine and date, or None if none was recorded. A run is its recipe on its machine
-    (``run`` names it: layers adapted, steps in the schedule, learning rate, machine)."""
+    (``run`` names it: layers adapted, steps in the schedule, learning rate, machine, test rows scored)."""
     import pandas as pd
 
     from ..paths import DATASETS
@@ -894,8 +902,8 @@ def learning_curve_results():
     layers = table["layers"].fillna(depth).astype(int)
     planned = table["run steps"].fillna(table.groupby(["machine", "learning rate"])["steps"].transform("max")).astype(int)
     machine = table["machine"].str.split(",").str[0].str.replace(r"\(R\)", "", regex=True).str.strip()
-    table["run"] = [f"{'all' if n >= depth else f'top {n} of {depth}'} layers, {s} steps, lr {lr:g} ({m}, {d})"
-                    for n, s, lr, m, d in zip(layers, planned, table["learning rate"], machine, table["date"])]
+    table["run"] = [f"{'all' if n >= depth else f'top {n} of {depth}'} layers, {s} steps, lr {lr:g}, {rows} test rows ({m}, {d})"
+                    for n, s, lr, rows, m, d in zip(layers, planned, table["learning rate"], table["n"], machine, table["date"])]
     return table
 
 
@@ -922,8 +930,7 @@ def plot_learning_curve(curve, bar: float, mine: tuple[float, object] | None = N
     ax.set_ylim(0, 1)
     ax.set_xlabel("training minutes (CPU, 2 cores)")
     ax.set_ylabel(f"{metric}: share right")
-    n = int(rows["n"].max()) if len(rows) else 0
-    ax.set_title(f"{metric} vs training time: the course's recorded runs on {n} test rows, 95% intervals")
+    ax.set_title(f"{metric} vs training time: the course's recorded runs, 95% intervals")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
@@ -947,6 +954,19 @@ def curve_reading(curve, bar: float, budget_minutes: float, metric: str = "categ
     return f"{first}; the best of any recorded run is {said(best_overall)}."
 
 
+def bar_sentence(table, bar: float, metric: str = "category") -> str:
+    """The learner's tuned model against the desk's ``bar``, in the memo's words and by the memo's rule: it passes only
+    when its 95 % interval's low end is at or above the bar, fails when the whole interval is below, and is unclear
+    (more test rows would tell) when the interval straddles it."""
+    row = table.loc[metric]
+    rate, low, high, n = float(row["rate"]), float(row["low"]), float(row["high"]), int(row["n"])
+    verdict = ("passes: the whole interval is at or above it" if low >= bar else
+               "fails: the whole interval is below it" if high < bar else
+               "is unclear: the interval straddles it, so more test rows would tell")
+    return (f"your tuned model's {metric}: {rate:.0%} ({low:.0%}-{high:.0%}) on {n} held-out tickets; against the desk's "
+            f"{bar:.0%} bar it {verdict}")
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """How much Lab 03 trains and evaluates on this plan (the tier decides; quick mode shrinks it for CI)."""
@@ -961,13 +981,26 @@ class RunSettings:
     qlora_batch_size: int
     # test rows each exported GGUF file is proven on (loaded back and asked again)
     gguf_rows: int = 12
-    # LoRA dropout: 0.05 for the GPU tiers' hundreds of steps; none on a CPU, where a dozen steps do not overfit
-    # and each step's dropout masks cost about 1 s of its 8.8 s (bernoulli draws for 210 adapted layers)
+    # LoRA dropout: 0.05 for the GPU tiers' hundreds of steps; none on a CPU, where a hundred steps see 768 of 2,400
+    # rows (no row twice) and each step's dropout masks cost about 1 s of its 8.8 s (bernoulli draws for 210 adapted layers)
     lora_dropout: float = 0.05
+    # adapt the top N layers only (None: all): the backward pass stops at the lowest adapted layer, so a CPU step
+    # costs about 1.5x less and the same minutes buy more steps (datasets/results/cpu_learning_curve.csv)
+    lora_top_layers: int | None = None
+
+
+CPU_STEPS = 96
+CPU_BUDGET_MINUTES = 8  # the training a learner on a 2-core laptop is asked to wait for (Lab 03's curve is read against it)
+
+
+def _top_layers(plan) -> int | None:
+    """The layers LoRA adapts: the plan's choice (``adapted_layers`` in datasets/tier_defaults.csv: the CPU tier's top 10)."""
+    return getattr(plan, "adapted_layers", None)
 
 
 def run_settings(plan) -> RunSettings:
-    """Training and evaluation sizes for the plan's tier (about 2 minutes of training on one CPU core).
+    """Training and evaluation sizes for the plan's tier (on a CPU: about 5-7 minutes of training on 2 cores, inside the
+    course's ``CPU_BUDGET_MINUTES``).
 
     Rows per step come from the plan (``plan.batch``, which ``OTS_PLAN="batch=..."`` overrides). On CPU
     the QLoRA demonstration is one small step: 4-bit kernels on a CPU are slow, and the point there is
@@ -978,11 +1011,17 @@ def run_settings(plan) -> RunSettings:
         # CI's run of the student copy: every cell's code path, at the smallest sizes that still run it (nothing is checked
         # against stored outputs there; the solution run trains and evaluates at the tier's sizes)
         return RunSettings(steps=2, batch_size=min(rows, 2), learning_rate=3e-3, eval_rows=4, few_shot_rows=2, few_shot_examples=1,
-                           qlora_steps=1, qlora_batch_size=1, lora_dropout=0.0, gguf_rows=2)
+                           qlora_steps=1, qlora_batch_size=1, lora_dropout=0.0, gguf_rows=2,
+                           lora_top_layers=_top_layers(plan))
     if plan.device == "cpu":  # also a GPU tier forced on a machine without one: the sizes follow the device
-        # 12 steps at 4e-3 reach what 20 at 3e-3 did (category ~0.6, product ~0.8 on 48 held-out rows) in 60 % of the time
-        return RunSettings(steps=12, batch_size=rows, learning_rate=4e-3, eval_rows=32, few_shot_rows=8, few_shot_examples=2,
-                           qlora_steps=1, qlora_batch_size=2, lora_dropout=0.0)
+        # the course's measured curves (datasets/results/cpu_learning_curve.csv): the top 10 layers at 4e-3 learn as much
+        # a minute as all 30, and a step costs less. 96 steps (768 rows, 5-7 min on 2 cores) took category from 0 to 0.72
+        # (0.68-0.77 on all 400 test rows) and exact match to 0.44; 12 steps (the former recipe) left priority and exact
+        # match near 0. No recipe measured within the budget reaches the desk's 85 % bar: the CPU tier's model fails it,
+        # and Lab 03 and the memo say so. The whole test split (400 rows, +-4.5 points) keeps that verdict clear of the
+        # interval's width: on its first 128 rows the same recipe scored 0.80 (0.72-0.86), which straddles the bar.
+        return RunSettings(steps=CPU_STEPS, batch_size=rows, learning_rate=4e-3, eval_rows=400, few_shot_rows=8, few_shot_examples=2,
+                           qlora_steps=1, qlora_batch_size=2, lora_dropout=0.0, lora_top_layers=_top_layers(plan))
     if plan.tier == "colab":
         return RunSettings(steps=300, batch_size=rows, learning_rate=2e-4, eval_rows=400, few_shot_rows=400, few_shot_examples=3,
                            qlora_steps=300, qlora_batch_size=rows, gguf_rows=100)

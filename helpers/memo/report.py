@@ -395,10 +395,21 @@ def evidence(table, summary, bar_table=None):
         entry = store.get(lab, {}).get(name)
         return None if entry is None else entry.get("value")
 
-    if served_tuned and _value(table, "local accuracy rate") is not None:
+    # both measure the same tuned model when Lab 05 served it: the one on more tickets decides (Lab 05's local route sees
+    # only the day's tickets the router kept; Lab 03's held-out rows are every kind of ticket, as self-hosting gets them)
+    deployed_n, held_out_n = n_of("05", "local accuracy n"), n_of("03", "eval rows")
+    held_out = _value(table, "category after rate") is not None
+    if served_tuned and _value(table, "local accuracy rate") is not None and not (
+            held_out and held_out_n is not None and deployed_n is not None and held_out_n > deployed_n):
         local = tuple(_value(table, f"local accuracy {k}") for k in ("rate", "low", "high")), table.loc["local accuracy rate", "source"]
-        local_n = n_of("05", "local accuracy n")
-    elif _value(table, "category after rate") is not None:
+        local_n = deployed_n
+    elif served_tuned and held_out:
+        local = tuple(_value(table, f"category after {k}") for k in ("rate", "low", "high")), table.loc["category after rate", "source"] + \
+            (f" ({held_out_n:.0f} held-out tickets of every kind; Lab 05 served this model and measured it on {deployed_n:.0f} tickets"
+             f" of its local route: the larger sample decides)" if deployed_n is not None else
+             " (held-out tickets of every kind; Lab 05 served this model but did not measure its accuracy)")
+        local_n = held_out_n
+    elif held_out:
         local = tuple(_value(table, f"category after {k}") for k in ("rate", "low", "high")), table.loc["category after rate", "source"] + \
             " (held-out tickets; Lab 05 did not deploy the tuned model)"
         local_n = n_of("03", "eval rows")
