@@ -85,7 +85,7 @@ def ensure_embedded(progress: bool = True) -> Path:
         )
     target = cache_dir() / "models" / f"smollm2-135m-instruct-{gguf.stat().st_size}"
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
-        return target
+        return readable_by_all(target)
     with exclusive(target):  # one process converts; any other caller waits for it and finds the folder
         if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
             return target
@@ -94,6 +94,21 @@ def ensure_embedded(progress: bool = True) -> Path:
 
 # measured by `bash kit setup` on the kit's build machine (2 cores, Python 3.11), the same day this line was written
 CONVERSION_MEASURED = "once; it took 12 s on a 2-core machine, measured 2026-12-06"
+
+
+def readable_by_all(folder: Path) -> Path:
+    """Let every user read the converted model (files 0644, the folder 0755). save_pretrained writes the weights 0600,
+    and a grader running as root runs each submission as ``nobody`` (helpers.course.grading), which then could not load
+    the model: every model lab graded as root failed at its first load. Files this user does not own are left alone."""
+    for path in [folder, *folder.iterdir()]:
+        try:
+            mode = path.stat().st_mode
+            wanted = mode | (0o555 if path.is_dir() else 0o444)
+            if mode != wanted and path.stat().st_uid == os.getuid():
+                path.chmod(wanted & 0o7777)
+        except OSError:  # another user's cache, or a read-only one: loading still works for its owner
+            pass
+    return folder
 
 
 def _convert_embedded(gguf: Path, target: Path, progress: bool) -> Path:
@@ -122,7 +137,7 @@ def _convert_embedded(gguf: Path, target: Path, progress: bool) -> Path:
     if target.exists():  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     else:
-        tmp.rename(target)
+        readable_by_all(tmp).rename(target)
     if progress:
         print(f"Converted in {time.monotonic() - started:.0f} s: later runs load it from the cache at once.")
     return target

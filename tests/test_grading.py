@@ -453,6 +453,12 @@ def test_sandbox_environment_is_an_allow_list_and_key_shapes_are_redacted(tmp_pa
     assert SECRET not in " ".join(env.values()) and "OPENAI_API_KEY" not in env and env["OMP_NUM_THREADS"] == "1"
     assert env["HOME"] == str(tmp_path / "home") and env["TMPDIR"] == "/tmp" and env["OTS_GRADING"] == "1"
     assert "OTS_QUICK" not in env  # a full-size run unless the instructor asks for CI's sizes
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    shared = grading.sandbox_env(tmp_path, tmp_path / "home", threads=grading.threads_per_worker(2))
+    assert shared["OMP_NUM_THREADS"] == shared["MKL_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the grader's own setting wins
+    assert grading.sandbox_env(tmp_path, tmp_path / "home", threads=1)["OMP_NUM_THREADS"] == "3"
+    assert grading.threads_per_worker(10 * (os.cpu_count() or 1)) == 1
     monkeypatch.setenv("OTS_QUICK", "1")
     assert grading.sandbox_env(tmp_path, tmp_path / "home")["OTS_QUICK"] == "1"
     assert grading.redact(f"ValueError: {SECRET} and sk-" + "proj1234567890abc") == "ValueError: [redacted] and [redacted]"

@@ -22,6 +22,22 @@ def test_embedded_model_is_converted_to_a_safetensors_folder():
     assert resolved.source == "embedded" and resolved.location == str(folder)
 
 
+def test_the_converted_model_is_readable_by_every_user(tmp_path):
+    """A root grader runs submissions as `nobody`: save_pretrained's 0600 weights made every model lab fail at its
+    first load there. The cache is made readable by all, on conversion and for a cache converted before."""
+    import stat
+
+    folder = models.ensure_embedded(progress=False)
+    for path in [folder, *folder.iterdir()]:
+        assert path.stat().st_mode & stat.S_IROTH, path
+    old = tmp_path / "converted"
+    old.mkdir(mode=0o700)
+    (old / "model.safetensors").write_bytes(b"x")
+    (old / "model.safetensors").chmod(0o600)
+    assert models.readable_by_all(old) == old
+    assert stat.S_IMODE((old / "model.safetensors").stat().st_mode) == 0o644 and stat.S_IMODE(old.stat().st_mode) == 0o755
+
+
 def test_concurrent_callers_wait_for_one_conversion(tmp_path, monkeypatch):
     """`bash kit test` converts in the background while tests start: a second caller waits, it does not convert again."""
     import threading

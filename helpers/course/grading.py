@@ -267,10 +267,20 @@ KEY_SHAPES = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{8,}|gh[pousr]_[A
                         r"|AIza[0-9A-Za-z_\-]{20,}|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,})")
 
 
-def sandbox_env(scratch: Path, home: Path) -> dict[str, str]:
+def threads_per_worker(workers: int) -> int:
+    """The CPU threads each of ``workers`` submissions graded side by side may use: the cores shared out. Two kernels
+    each using every core fight over them: on 2 cores two quick Lab 03 runs side by side took 336 s each, against 68 s
+    for one alone (2026-12-07)."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def sandbox_env(scratch: Path, home: Path, threads: int | None = None) -> dict[str, str]:
     """The submission kernel's whole environment: the allow-listed variables of this process, and the kit's settings
-    pointing into the submission's scratch folder."""
+    pointing into the submission's scratch folder. ``threads``: the CPU threads its libraries may use (OMP_NUM_THREADS,
+    unless the grader set it)."""
     env = {name: os.environ[name] for name in SANDBOX_ENV if name in os.environ}
+    if threads and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update(MPLBACKEND="Agg", OTS_PLAN=os.environ.get("OTS_PLAN", "tier=cpu"), HOME=str(home), TMPDIR="/tmp",
                OTS_CACHE=str(cache_dir()), OTS_RESULTS=str(home / "results.json"), OTS_LEDGER=str(home / "ledger.csv"),
@@ -376,7 +386,9 @@ ETC_FILES = ("passwd", "group", "nsswitch.conf", "hosts", "host.conf", "resolv.c
              "ssl", "ca-certificates", "pki", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "fonts",
              "mime.types", "os-release", "debian_version", "machine-id")
 SANDBOX_UID = 65534  # nobody: a root grader's submissions run as this user, with no owner rights on anything outside
-TMPFS_BYTES = 512 * 2**20  # each of /tmp, /var/tmp and /dev/shm in the sandbox (RAM-backed, so bounded)
+TMPFS_BYTES = 512 * 2**20  # each of /var/tmp and /dev/shm in the sandbox (RAM-backed, so bounded)
+# the sandbox's /tmp: Lab 03 writes its merged fp32 export there (542 MB for the CPU tier's 135M model) before keeping it
+TMP_BYTES = 1536 * 2**20
 SECRET_FILES = (".env", ".env.local", ".netrc", ".pgpass")
 
 
@@ -401,7 +413,7 @@ def sandbox_prefix(scratch: Path, work: Path, hide: list[Path] = ()) -> list[str
         if (Path("/etc") / name).exists():
             args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
     for folder in ("/tmp", "/var/tmp", "/dev/shm"):
-        args += ["--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", folder]
+        args += ["--perms", "1777", "--size", str(TMP_BYTES if folder == "/tmp" else TMPFS_BYTES), "--tmpfs", folder]
     needed = sorted({p for p in _needed_paths() if p.exists()}, key=lambda p: len(p.parts))
     # the folders above what is bound, made traversable (bubblewrap would make them 0700: closed to the sandbox's user)
     parents = sorted({parent for path in [*needed, scratch] for parent in Path(path).parents
@@ -555,18 +567,19 @@ MAX_SUBMISSION_BYTES = 50_000_000
 
 
 def grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: bool = True, hide: list[Path] = (),
-              student: str | None = None, scorer: "Scorer | None" = None, memory_bytes: int | None = None) -> GradeResult:
+              student: str | None = None, scorer: "Scorer | None" = None, memory_bytes: int | None = None,
+              threads: int | None = None) -> GradeResult:
     """Grade one notebook (see :func:`_grade_one`), with the words written for each open-ended question (counted from
     the notebook as read for grading; none for a file that was never read as one)."""
     counted: dict = {}
-    result = _grade_one(submission, lab, timeout_s, sandbox, hide, student, scorer, memory_bytes, counted)
+    result = _grade_one(submission, lab, timeout_s, sandbox, hide, student, scorer, memory_bytes, counted, threads)
     result.written = counted.get("written", {})
     return result
 
 
 def _grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: bool = True, hide: list[Path] = (),
                student: str | None = None, scorer: "Scorer | None" = None, memory_bytes: int | None = None,
-               counted: dict | None = None) -> GradeResult:
+               counted: dict | None = None, threads: int | None = None) -> GradeResult:
     """Grade one notebook with ``otter run`` in its own process group, in a scratch folder, inside a
     bubblewrap sandbox (see :func:`sandbox_prefix`; ``sandbox=False`` only for trusted notebooks).
 
@@ -619,7 +632,7 @@ def _grade_one(submission: Path, lab: str, timeout_s: float = 300.0, sandbox: bo
         home.mkdir()
         # the kernel's home, results store and ledger are in the scratch folder; the model cache is read where it is;
         # of this process's environment only the allow-listed variables cross (SANDBOX_ENV)
-        env = sandbox_env(scratch, home)
+        env = sandbox_env(scratch, home, threads)
         command = [otter_bin(), "run", "-a", str(scratch / "autograder.zip"), "-o", str(scratch / "out"), str(work / "submission.ipynb")]
         if sandbox:
             command = limits_prefix(memory_bytes or memory_limit_bytes()) + sandbox_prefix(scratch, work, hide) + command
@@ -709,7 +722,8 @@ def grade_folder(folder: Path, lab: str, out_csv: Path | None = None, timeout_s:
     scorer = scorer_for(lab)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         memory = memory_limit_bytes(workers)
-        results = list(pool.map(lambda pair: grade_one(pair[0], lab, timeout_s, sandbox, hide, pair[1], scorer, memory),
+        results = list(pool.map(lambda pair: grade_one(pair[0], lab, timeout_s, sandbox, hide, pair[1], scorer, memory,
+                                                       threads_per_worker(workers)),
                                 zip(submissions, names)))
     results = _rerun_timeouts(submissions, results, lab, timeout_s, sandbox, hide, scorer, workers)
     reruns = {r.student: f"timed out after {timeout_s:.0f} s; re-run alone" for r in results if getattr(r, "rerun", False)}
@@ -738,7 +752,8 @@ def _rerun_timeouts(submissions, results, lab, timeout_s, sandbox, hide, scorer,
     results = list(results)
     for index, (path, first) in enumerate(zip(submissions, results)):
         if first.error.startswith("timed out"):
-            again = grade_one(path, lab, timeout_s * RETRY_FACTOR, sandbox, hide, first.student, scorer, memory_limit_bytes(1))
+            again = grade_one(path, lab, timeout_s * RETRY_FACTOR, sandbox, hide, first.student, scorer, memory_limit_bytes(1),
+                              threads_per_worker(1))
             if again.error.startswith("timed out"):
                 again.error = f"timed out twice: after {timeout_s:.0f} s with {workers} at a time, then {timeout_s * RETRY_FACTOR:.0f} s alone"
             again.rerun = True
