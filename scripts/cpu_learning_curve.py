@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedule", default="linear", help="the learning rate's shape: linear, cosine, constant_with_warmup")
     parser.add_argument("--warmup", type=float, default=0.1, help="share of the steps the learning rate warms up over")
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
-    parser.add_argument("--targets", choices=["all", "attention"], default="all", help="adapt every projection or q/k/v/o only")
+    parser.add_argument("--targets", choices=["all", "attention", "full"], default="all",
+                        help="LoRA on every projection or on q/k/v/o only, or 'full': train the adapted layers' own weights "
+                             "(full fine-tuning of the top --layers; give it a smaller --learning-rate, e.g. 2e-4)")
     parser.add_argument("--layers", type=int, default=None, help="adapt only the top N layers (default: all); the backward "
                         "pass then stops at the lowest adapted layer")
     parser.add_argument("--batch", type=int, default=None, help="rows a step (default: the plan's)")
@@ -52,8 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     targets = ["q_proj", "k_proj", "v_proj", "o_proj"] if args.targets == "attention" else None
     depth = model.config.num_hidden_layers
     layers = min(args.layers or depth, depth)
-    model = ft.add_lora(model, ft.lora_config(r=args.rank, alpha=2 * args.rank, dropout=settings.lora_dropout, targets=targets,
-                                              layers=list(range(depth - layers, depth)) if layers < depth else None))
+    if args.targets == "full":  # every weight of the top layers trains; the rest stays frozen
+        for weight in model.parameters():
+            weight.requires_grad = False
+        for layer in model.model.layers[depth - layers:]:
+            for weight in layer.parameters():
+                weight.requires_grad = True
+    else:
+        model = ft.add_lora(model, ft.lora_config(r=args.rank, alpha=2 * args.rank, dropout=settings.lora_dropout, targets=targets,
+                                                  layers=list(range(depth - layers, depth)) if layers < depth else None))
     batch = args.batch or settings.batch_size
     train, test = ft.load_tickets("train"), ft.load_tickets("test")[: args.rows]
     checkpoints = Path(tempfile.mkdtemp(prefix="ots-curve-"))
