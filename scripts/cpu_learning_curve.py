@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=None, help="adapt only the top N layers (default: all); the backward "
                         "pass then stops at the lowest adapted layer")
     parser.add_argument("--batch", type=int, default=None, help="rows a step (default: the plan's)")
+    parser.add_argument("--schema-prompt", action="store_true", help="train and ask with the prompt that lists the keys and values")
+    parser.add_argument("--neftune", type=float, default=None, help="NEFTune: noise on the input embeddings while training (alpha, e.g. 5)")
     parser.add_argument("--out", default=str(DATASETS / "results" / "cpu_learning_curve.csv"))
     args = parser.parse_args(argv)
     p = plan("03", override="tier=cpu")
@@ -55,11 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     depth = model.config.num_hidden_layers
     layers = min(args.layers or depth, depth)
     if args.targets == "full":  # every weight of the top layers trains; the rest stays frozen
-        for weight in model.parameters():
-            weight.requires_grad = False
-        for layer in model.model.layers[depth - layers:]:
-            for weight in layer.parameters():
-                weight.requires_grad = True
+        model = ft.unfreeze_top_layers(model, layers)
     else:
         model = ft.add_lora(model, ft.lora_config(r=args.rank, alpha=2 * args.rank, dropout=settings.lora_dropout, targets=targets,
                                                   layers=list(range(depth - layers, depth)) if layers < depth else None))
@@ -72,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         ft.train(model, tokenizer, train, steps=args.steps, batch_size=batch, learning_rate=rate, plan=p,
                  checkpoint_dir=checkpoints, save_every=args.every, stop_after=stop if stop < args.steps else None,
-                 progress=False, schedule=args.schedule, warmup=args.warmup)
+                 progress=False, schedule=args.schedule, warmup=args.warmup,
+                 schema=args.schema_prompt, neftune=args.neftune)
         trained_s += time.monotonic() - started
-        replies = ft.predict(model, tokenizer, [r["message"] for r in test], schema=False, progress=False)
+        replies = ft.predict(model, tokenizer, [r["message"] for r in test], schema=args.schema_prompt, progress=False)
         table = ft.evaluate(replies, test)
         for metric in METRICS:
             row = table.loc[metric]
@@ -82,13 +81,14 @@ def main(argv: list[str] | None = None) -> int:
                          "metric": metric, "rate": round(float(row["rate"]), 4), "low": round(float(row["low"]), 4),
                          "high": round(float(row["high"]), 4), "n": int(row["n"]), "learning rate": rate,
                          "batch": batch, "schedule": args.schedule, "warmup": args.warmup, "rank": args.rank,
-                         "targets": args.targets, "layers": layers, "run steps": args.steps, "machine": machine, "date": day,
+                         "targets": args.targets, "layers": layers, "run steps": args.steps,
+                         "prompt": "schema" if args.schema_prompt else "", "neftune": args.neftune or "", "machine": machine, "date": day,
                          "source": "scripts/cpu_learning_curve.py (Lab 03's CPU recipe, one run evaluated as it trains)"})
         said = ", ".join(f"{m} {table.loc[m, 'rate']:.0%} ({table.loc[m, 'low']:.0%}-{table.loc[m, 'high']:.0%})" for m in METRICS[:4])
         print(f"step {stop}: {trained_s / 60:.1f} min of training; {said} on {len(test)} test rows", flush=True)
     # a run of the same recipe on the same machine replaces its rows; another learning rate or batch adds its own
     out = write_results(args.out, rows, same_run=("machine", "learning rate", "batch", "schedule", "warmup", "rank",
-                                                               "targets", "layers", "run steps", "steps", "metric"))
+                                                               "targets", "layers", "run steps", "prompt", "neftune", "steps", "metric"))
     print(f"written to {out}")
     return 0
 

@@ -447,3 +447,91 @@ def test_the_tuned_model_is_judged_against_the_bar_by_the_memos_rule():
     assert "is unclear" in ft.bar_sentence(table(0.80, 0.55, 0.93, 15), 0.85)
     assert "passes" in ft.bar_sentence(table(0.93, 0.85, 0.97), 0.85)  # the low end at the bar passes, as in the memo
     assert "fails" in ft.bar_sentence(table(0.84, 0.80, 0.849), 0.85)
+
+
+def test_full_finetuning_trains_only_the_top_layers_and_refuses_a_quantized_or_adapted_model():
+    import torch
+
+    from helpers.models import load_model
+
+    model, tokenizer = load_model("smollm2-135m", precision="fp32", device="cpu")
+    lower = model.model.layers[19].self_attn.q_proj.weight.detach().clone()
+    top = model.model.layers[29].mlp.down_proj.weight.detach().clone()
+    head = model.lm_head.weight.detach().clone()
+    model = ft.unfreeze_top_layers(model, 10)
+    trainable, total, _ = ft.trainable_parameters(model)
+    per_layer = sum(w.numel() for w in model.model.layers[0].parameters())
+    assert trainable == 10 * per_layer and not model.training
+    rows = ft.load_tickets("train")[:2] * 2
+    result = ft.train(model, tokenizer, rows, steps=2, batch_size=2, learning_rate=2e-4, progress=False)
+    assert result.steps == 2 and len(result.losses) == 2
+    assert torch.equal(model.model.layers[19].self_attn.q_proj.weight, lower)  # below the top 10: frozen
+    assert torch.equal(model.lm_head.weight, head)  # the tied embeddings and head: frozen
+    assert not torch.equal(model.model.layers[29].mlp.down_proj.weight, top)  # the top layers' own weights moved
+    adapted = ft.add_lora(load_model("smollm2-135m", precision="fp32", device="cpu")[0], ft.lora_config(r=4, targets=["q_proj"]))
+    with pytest.raises(InputError, match="fresh copy"):
+        ft.unfreeze_top_layers(adapted, 10)
+
+
+def test_the_yardstick_compares_lora_with_full_finetuning_and_c9_reads_it():
+    from types import SimpleNamespace
+
+    spec = get_model("smollm2-135m")
+    lora_run = SimpleNamespace(steps=96, seconds=252.0, step_seconds=[9.0, 5.0] + [2.6] * 94)
+    full_run = SimpleNamespace(steps=96, seconds=270.0, step_seconds=[9.0, 5.0] + [2.8] * 94)
+    def scores(rate, low, high):
+        import pandas as pd
+
+        return pd.DataFrame({"rate": [rate, 0.8, 0.4], "low": [low, 0.75, 0.35], "high": [high, 0.84, 0.45], "n": [400] * 3},
+                            index=["category", "priority", "exact match"])
+
+    lora, full, close = scores(0.74, 0.70, 0.79), scores(0.86, 0.82, 0.89), scores(0.80, 0.76, 0.84)
+    side = ft.yardstick(lora_run, lora, full_run, full, 1_628_160, 35_390_400)
+    assert list(side.index) == ["LoRA", "full fine-tuning"] and side.loc["LoRA", "s per step"] == pytest.approx(2.6)
+    said = ft.yardstick_reading(side)
+    assert "LoRA did not keep full fine-tuning's quality" in said and "400 held-out rows" in said
+    assert "0.93x the time" in said and "4.6% as many weights" in said
+    assert "kept full fine-tuning's quality within" in ft.yardstick_reading(ft.yardstick(lora_run, close, full_run, full, 1, 2))
+    assert "did better" in ft.yardstick_reading(ft.yardstick(lora_run, full, full_run, lora, 1, 2))
+    lost = ft.claims.check_c9(spec, 1_628_160, _table(0.0, 0.0, 0.01), lora, adapted_layers=10, full=full, step_ratio=0.93)
+    assert "LoRA did not keep full fine-tuning's quality" in lost["verdict"] and "does not hold either" in lost["verdict"]
+    assert "full fine-tuning of the same layers on the same rows: 86%" in lost["evidence"] and "0.93x" in lost["evidence"]
+    kept = ft.claims.check_c9(spec, 1_628_160, _table(0.0, 0.0, 0.01), close, adapted_layers=10, full=full)
+    assert "LoRA kept full fine-tuning's quality" in kept["verdict"]
+
+
+def test_the_plan_runs_and_deploys_full_finetuning_only_where_the_base_is_not_quantized(monkeypatch):
+    from helpers.plan import plan
+
+    cpu = ft.run_settings(plan("03", override="tier=cpu"))
+    assert cpu.full_finetune and cpu.deploy == "full" and cpu.full_learning_rate < cpu.learning_rate / 10
+    assert ft.tuned_by(cpu, 30) == "full fine-tuning of the top 10 of 30 layers"
+    assert ft.tuned_by(cpu, 30, "lora") == "LoRA adapters on the top 10 of 30 layers"
+    monkeypatch.setenv("OTS_QUICK", "1")
+    assert ft.run_settings(plan("03", override="tier=cpu")).full_finetune  # CI runs the same cells, smaller
+    monkeypatch.delenv("OTS_QUICK")
+    colab = plan("03", override="tier=colab")
+    gpu = ft.run_settings(colab)
+    assert not gpu.full_finetune and gpu.deploy == "lora" and ft.tuned_by(gpu, 28) == "LoRA adapters on all 28 layers"
+    assert "skips full fine-tuning" in ft.full_skip_reason(colab) and "nf4" in ft.full_skip_reason(colab)
+
+
+def test_several_runs_of_the_learner_are_stars_on_the_curve():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    curve = pd.DataFrame([{"metric": "category", "training minutes": 3.0, "rate": 0.8, "low": 0.72, "high": 0.86, "run": "A"}])
+    mine = pd.DataFrame({"rate": [0.7], "low": [0.6], "high": [0.8], "n": [400]}, index=["category"])
+    ax = ft.plot_learning_curve(curve, 0.85, mine=[("your LoRA run", 4.2, mine), ("your full fine-tuning", 4.5, mine)])
+    labels = ax.get_legend_handles_labels()[1]
+    assert "your LoRA run (400 test rows)" in labels and "your full fine-tuning (400 test rows)" in labels
+
+
+def test_the_recorded_recipe_search_names_each_runs_recipe():
+    search = ft.recipe_search_results()
+    assert list(search.columns[:3]) == ["training minutes", "category", "category low"]
+    assert search.index.str.contains(r"^full weights of (?:top \d+ of 30|all) layers, \d+ steps, lr ").all()
+    assert search.index.str.contains("400 test rows").all() and search.index.str.contains("NEFTune 5").any()
+    assert (search["category low"] <= search["category"]).all() and search["category"].is_monotonic_decreasing

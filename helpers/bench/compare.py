@@ -267,7 +267,8 @@ def quality_table(model, tokenizer, rows: int, few_shot_examples: int = 2, progr
         part = pd.DataFrame({"rate": [stored[f"{m} after rate"]["value"] for m in QUALITY_METRICS],
                              "low": [stored[f"{m} after low"]["value"] for m in QUALITY_METRICS],
                              "high": [stored[f"{m} after high"]["value"] for m in QUALITY_METRICS], "n": n}, index=list(QUALITY_METRICS))
-        part["setting"], part["source"] = "LoRA adapter (your Lab 03 run)", f"results store, recorded {stored['category after rate']['recorded']}"
+        how = stored.get("tuned by", {}).get("value", "LoRA adapter")
+        part["setting"], part["source"] = f"{how} (your Lab 03 run)", f"results store, recorded {stored['category after rate']['recorded']}"
         frames.append(part)
     table = pd.concat(frames)
     table.index.name = "metric"

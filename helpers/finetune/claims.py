@@ -10,13 +10,17 @@ FULL_FLOPS_PER_TOKEN = 6  # x parameters: forward 2N, backward 4N (activation an
 LORA_FLOPS_PER_TOKEN = 4  # x parameters: forward 2N, activation gradients 2N; adapter gradients are tiny
 
 
-def check_c9(spec, trainable: int, before=None, after=None, adapted_layers: int | None = None) -> dict:
+def check_c9(spec, trainable: int, before=None, after=None, adapted_layers: int | None = None, full=None,
+             step_ratio: float | None = None) -> dict:
     """C9: LoRA cuts fine-tuning compute about 90% while keeping quality.
 
     ``before`` / ``after``: the learner's evaluation tables (untuned, tuned): the "keeping quality" half is
     decided by them (category accuracy; the tuned model must not fall below the untuned one's interval).
     ``adapted_layers``: how many of the top layers the run adapted (default: all). The forward pass (2N) runs through
-    every layer; the backward pass for activations (2N with every layer adapted) stops at the lowest adapted one."""
+    every layer; the backward pass for activations (2N with every layer adapted) stops at the lowest adapted one.
+    ``full``: the evaluation table of full fine-tuning of the same layers on the same rows (Lab 03's yardstick): then the
+    quality half is the claim's own comparison, LoRA against full fine-tuning ("kept" when LoRA's interval reaches full
+    fine-tuning's, "lost" when it is wholly below). ``step_ratio``: a LoRA step's measured time over a full step's."""
     memory = full_finetune_memory(spec).loc["total"]
     depth = spec.layers
     adapted = min(adapted_layers or depth, depth)
@@ -37,12 +41,26 @@ def check_c9(spec, trainable: int, before=None, after=None, adapted_layers: int 
         said = "category named (lenient, JSON or not)" if metric != "category" else "category accuracy"
         evidence += (f"; measured in your run: {said} {b['rate']:.0%} before, {a['rate']:.0%} after "
                      f"(95% interval {a['low']:.0%}-{a['high']:.0%})")
+        if full is not None:
+            from .full import quality_kept
+
+            f = full.loc[metric]
+            quality = quality_kept(after, full, metric)
+            evidence += (f"; full fine-tuning of the same layers on the same rows: {f['rate']:.0%} "
+                         f"(95% interval {f['low']:.0%}-{f['high']:.0%})")
     else:
         evidence += "; quality not measured (pass the before/after tables)"
+    if step_ratio is not None:
+        evidence += f"; measured here, a LoRA step took {step_ratio:.2f}x the time of a full fine-tuning step on the same layers"
     falls = "about a third" if abs(compute_cut - 1 / 3) < 0.05 else f"about {compute_cut:.0%}"
     verdict = (f"does not hold for compute, which falls by {falls}; it holds for trained parameters and memory"
                if compute_cut < 0.8 else "holds")
-    if quality:
+    if quality in ("kept", "lost", "beat"):
+        verdict += {"kept": ", and LoRA kept full fine-tuning's quality on this task in your run (intervals overlap)",
+                    "lost": ", and LoRA did not keep full fine-tuning's quality on this task in your run (so the quality half "
+                            "does not hold either)",
+                    "beat": ", and LoRA did better than full fine-tuning on this task in your run"}[quality]
+    elif quality:
         verdict += f", and quality {quality} on this task in your run" + (" (so the quality half does not hold either)" if quality == "fell" else "")
     return {"verdict": verdict, "evidence": evidence, "compute_cut": compute_cut, "memory_cut": memory_cut, "quality": quality}
 
