@@ -904,7 +904,7 @@ def _recorded_runs(name: str):
     machine = table["machine"].str.split(",").str[0].str.replace(r"\(R\)", "", regex=True).str.strip()
 
     def column(key):
-        return table[key].fillna("") if key in table else pd.Series([""] * len(table))
+        return table[key].astype(object).fillna("") if key in table else pd.Series([""] * len(table))
 
     full, prompt, neftune = column("targets").eq("full"), column("prompt"), column("neftune")
     extras = [("" if not p else f", {p} prompt") + ("" if n == "" else f", NEFTune {float(n):g}") for p, n in zip(prompt, neftune)]
