@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="rows a step (default: the plan's)")
     parser.add_argument("--schema-prompt", action="store_true", help="train and ask with the prompt that lists the keys and values")
     parser.add_argument("--neftune", type=float, default=None, help="NEFTune: noise on the input embeddings while training (alpha, e.g. 5)")
+    parser.add_argument("--seed", type=int, default=0, help="the run's seed: which rows each step takes, in which order (Lab 03: 0)")
     parser.add_argument("--out", default=str(DATASETS / "results" / "cpu_learning_curve.csv"))
     args = parser.parse_args(argv)
     p = plan("03", override="tier=cpu")
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         ft.train(model, tokenizer, train, steps=args.steps, batch_size=batch, learning_rate=rate, plan=p,
                  checkpoint_dir=checkpoints, save_every=args.every, stop_after=stop if stop < args.steps else None,
                  progress=False, schedule=args.schedule, warmup=args.warmup,
-                 schema=args.schema_prompt, neftune=args.neftune)
+                 schema=args.schema_prompt, neftune=args.neftune, seed=args.seed)
         trained_s += time.monotonic() - started
         replies = ft.predict(model, tokenizer, [r["message"] for r in test], schema=args.schema_prompt, progress=False)
         table = ft.evaluate(replies, test)
@@ -82,13 +83,13 @@ def main(argv: list[str] | None = None) -> int:
                          "high": round(float(row["high"]), 4), "n": int(row["n"]), "learning rate": rate,
                          "batch": batch, "schedule": args.schedule, "warmup": args.warmup, "rank": args.rank,
                          "targets": args.targets, "layers": layers, "run steps": args.steps,
-                         "prompt": "schema" if args.schema_prompt else "", "neftune": args.neftune or "", "machine": machine, "date": day,
+                         "prompt": "schema" if args.schema_prompt else "", "neftune": args.neftune or "", "seed": args.seed or "", "machine": machine, "date": day,
                          "source": "scripts/cpu_learning_curve.py (Lab 03's CPU recipe, one run evaluated as it trains)"})
         said = ", ".join(f"{m} {table.loc[m, 'rate']:.0%} ({table.loc[m, 'low']:.0%}-{table.loc[m, 'high']:.0%})" for m in METRICS[:4])
         print(f"step {stop}: {trained_s / 60:.1f} min of training; {said} on {len(test)} test rows", flush=True)
     # a run of the same recipe on the same machine replaces its rows; another learning rate or batch adds its own
     out = write_results(args.out, rows, same_run=("machine", "learning rate", "batch", "schedule", "warmup", "rank",
-                                                               "targets", "layers", "run steps", "prompt", "neftune", "steps", "metric"))
+                                                               "targets", "layers", "run steps", "prompt", "neftune", "seed", "steps", "metric"))
     print(f"written to {out}")
     return 0
 

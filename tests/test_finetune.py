@@ -534,4 +534,5 @@ def test_the_recorded_recipe_search_names_each_runs_recipe():
     assert list(search.columns[:3]) == ["training minutes", "category", "category low"]
     assert search.index.str.contains(r"^full weights of (?:top \d+ of 30|all) layers, \d+ steps, lr ").all()
     assert search.index.str.contains("400 test rows").all() and search.index.str.contains("NEFTune 5").any()
+    assert search.index.str.contains(", seed 1, ").any() and not search.index.str.contains("seed 0").any()
     assert (search["category low"] <= search["category"]).all() and search["category"].is_monotonic_decreasing

@@ -906,8 +906,9 @@ def _recorded_runs(name: str):
     def column(key):
         return table[key].astype(object).fillna("") if key in table else pd.Series([""] * len(table))
 
-    full, prompt, neftune = column("targets").eq("full"), column("prompt"), column("neftune")
-    extras = [("" if not p else f", {p} prompt") + ("" if n == "" else f", NEFTune {float(n):g}") for p, n in zip(prompt, neftune)]
+    full, prompt, neftune, seed = column("targets").eq("full"), column("prompt"), column("neftune"), column("seed")
+    extras = [("" if not p else f", {p} prompt") + ("" if n == "" else f", NEFTune {float(n):g}") + ("" if r == "" else f", seed {int(r)}")
+              for p, n, r in zip(prompt, neftune, seed)]
     table["run"] = [f"{'full weights of ' if f else ''}{'all' if n >= depth else f'top {n} of {depth}'} layers, {s} steps, lr {lr:g}"
                     f"{x}, {rows} test rows ({m}, {d})"
                     for f, n, s, lr, x, rows, m, d in zip(full, layers, planned, table["learning rate"], extras, table["n"], machine,
@@ -1039,7 +1040,8 @@ def _top_layers(plan) -> int | None:
 def _full(plan) -> dict:
     """The full fine-tuning yardstick where the plan's base is a plain 16-/32-bit model on a CPU (the embedded model:
     its top 10 layers' 35M weights, their gradients and Adam state add about 0.6 GB), deployed in LoRA's place there:
-    the course's recorded runs of it scored about 10 points higher on held-out rows than LoRA on the same layers."""
+    with Lab 03's seed the course's runs of it scored 85-86 % on the 400 held-out rows against LoRA's 72-76 % on the same
+    layers; with seeds 1 and 2 (other rows in another order) it scored 79-80 % (datasets/results/cpu_recipe_search.csv)."""
     if plan.device != "cpu" or plan.precision not in ("fp32", "fp16", "bf16"):
         return {}
     return {"full_finetune": True, "full_learning_rate": CPU_FULL_LEARNING_RATE, "deploy": "full"}
@@ -1066,8 +1068,9 @@ def run_settings(plan) -> RunSettings:
         # (0.68-0.77 on all 400 test rows) and exact match to 0.44; 12 steps (the former recipe) left priority and exact
         # match near 0. No LoRA recipe measured within the budget reaches the desk's 85 % bar. Full fine-tuning of the
         # same top 10 layers (lr 2e-4, the same 96 steps, about 4.5 min) reached 0.85-0.86 (0.81-0.89) on the 400 rows in
-        # three runs (2026-12-07; datasets/results/cpu_recipe_search.csv holds the other levers measured: fewer or more
-        # layers, other rates, the schema prompt, NEFTune): Lab 03 runs it beside LoRA (C9's yardstick) and deploys it.
+        # three runs with Lab 03's seed, 0.79-0.80 with seeds 1 and 2 (2026-12-07; datasets/results/cpu_recipe_search.csv
+        # holds the other levers measured: fewer or more layers, other rates, the schema prompt, NEFTune, seeds): Lab 03
+        # runs it beside LoRA (C9's yardstick) and deploys it.
         # The whole test split (400 rows, +-4.5 points) keeps the verdict clear of the interval's width: on its first
         # 128 rows the same LoRA recipe scored 0.80 (0.72-0.86), which straddles the bar.
         return RunSettings(steps=CPU_STEPS, batch_size=rows, learning_rate=4e-3, eval_rows=400, few_shot_rows=8, few_shot_examples=2,
