@@ -69,26 +69,25 @@ def yardstick(lora_result, lora_table, full_result, full_table, lora_trainable: 
     return pd.DataFrame(rows).T.astype({"trained weights": int, "steps": int, "test rows": int})
 
 
+def _kept(lora_low: float, lora_high: float, full_low: float, full_high: float) -> str:
+    return "lost" if lora_high < full_low else "beat" if lora_low > full_high else "kept"
+
+
 def quality_kept(lora_table, full_table, metric: str = "category") -> str:
     """C9's quality half on the learner's rows: "kept" when LoRA's interval reaches full fine-tuning's, "lost" when
     LoRA's whole interval is below full fine-tuning's, "beat" when it is above."""
     lora, full = lora_table.loc[metric], full_table.loc[metric]
-    if lora["high"] < full["low"]:
-        return "lost"
-    if lora["low"] > full["high"]:
-        return "beat"
-    return "kept"
+    return _kept(lora["low"], lora["high"], full["low"], full["high"])
 
 
 def yardstick_reading(table, names: tuple[str, str] = ("LoRA", "full fine-tuning")) -> str:
     """Two sentences from :func:`yardstick`'s table: quality (category, intervals) and time per step."""
     lora, full = table.loc[names[0]], table.loc[names[1]]
     said = {n: f"{r['category']:.0%} ({r['category low']:.0%}-{r['category high']:.0%})" for n, r in ((names[0], lora), (names[1], full))}
-    kept = ("below" if lora["category high"] < full["category low"] else
-            "above" if lora["category low"] > full["category high"] else "within")
-    quality = {"below": f"{names[0]} did not keep {names[1]}'s quality: its whole interval is below",
-               "above": f"{names[0]} did better than {names[1]}: its whole interval is above",
-               "within": f"{names[0]} kept {names[1]}'s quality within the intervals"}[kept]
+    kept = _kept(lora["category low"], lora["category high"], full["category low"], full["category high"])
+    quality = {"lost": f"{names[0]} did not keep {names[1]}'s quality: its whole interval is below",
+               "beat": f"{names[0]} did better than {names[1]}: its whole interval is above",
+               "kept": f"{names[0]} kept {names[1]}'s quality within the intervals"}[kept]
     ratio = lora["s per step"] / full["s per step"]
     return (f"category on the same {int(full['test rows'])} held-out rows: {names[0]} {said[names[0]]}, {names[1]} "
             f"{said[names[1]]}; {quality}. A {names[0]} step took {ratio:.2f}x the time of a {names[1]} step on the same "
