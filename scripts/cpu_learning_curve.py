@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schema-prompt", action="store_true", help="train and ask with the prompt that lists the keys and values")
     parser.add_argument("--neftune", type=float, default=None, help="NEFTune: noise on the input embeddings while training (alpha, e.g. 5)")
     parser.add_argument("--seed", type=int, default=0, help="the run's seed: which rows each step takes, in which order (Lab 03: 0)")
+    parser.add_argument("--average", type=float, default=None, help="also score, at the end, the mean of the trained weights over "
+                        "this last share of the steps (e.g. 0.5), from the same run (ft.TailAverage; Lab 03's train(average=...))")
+    parser.add_argument("--phrasing-out", default=None, help="also write each evaluation's errors by held-out phrasing "
+                        "(ft.errors_by_phrasing) to this CSV, e.g. datasets/results/cpu_phrasing_errors.csv")
     parser.add_argument("--out", default=str(DATASETS / "results" / "cpu_learning_curve.csv"))
     args = parser.parse_args(argv)
     p = plan("03", override="tier=cpu")
@@ -66,31 +70,51 @@ def main(argv: list[str] | None = None) -> int:
     train, test = ft.load_tickets("train"), ft.load_tickets("test")[: args.rows]
     checkpoints = Path(tempfile.mkdtemp(prefix="ots-curve-"))
     machine, day = cpu_description(), dt.date.today().isoformat()
-    rows, trained_s = [], 0.0
+    rows, phrasing_rows, trained_s = [], [], 0.0
+    averager = ft.TailAverage(model, start=args.steps - max(1, round(args.steps * args.average))) if args.average else None
+
+    def evaluation(stop: int, average) -> list[dict]:
+        replies = ft.predict(model, tokenizer, [r["message"] for r in test], schema=args.schema_prompt, progress=False)
+        table = ft.evaluate(replies, test)
+        recipe = {"learning rate": rate, "batch": batch, "schedule": args.schedule, "warmup": args.warmup, "rank": args.rank,
+                  "targets": args.targets, "layers": layers, "run steps": args.steps, "prompt": "schema" if args.schema_prompt else "",
+                  "neftune": args.neftune or "", "seed": args.seed or "", "average": average, "machine": machine, "date": day}
+        if args.phrasing_out:
+            for phrasing, row in ft.errors_by_phrasing(replies, test).iterrows():
+                phrasing_rows.append({"steps": stop, "phrasing": phrasing, "rows": int(row["rows"]), "right": round(float(row["right"]), 4),
+                                      "mostly read as": row["mostly read as"], "example": row["example"], **recipe,
+                                      "source": "scripts/cpu_learning_curve.py --phrasing-out (ft.errors_by_phrasing)"})
+        out = []
+        for metric in METRICS:
+            row = table.loc[metric]
+            out.append({"steps": stop, "training minutes": round(trained_s / 60, 2), "examples seen": stop * batch,
+                        "metric": metric, "rate": round(float(row["rate"]), 4), "low": round(float(row["low"]), 4),
+                        "high": round(float(row["high"]), 4), "n": int(row["n"]), **recipe,
+                        "source": "scripts/cpu_learning_curve.py (Lab 03's CPU recipe, one run evaluated as it trains)"})
+        said = ", ".join(f"{m} {table.loc[m, 'rate']:.0%} ({table.loc[m, 'low']:.0%}-{table.loc[m, 'high']:.0%})" for m in METRICS[:4])
+        weights = f"mean of the last {average:.0%} of steps" if average else "last step"
+        print(f"step {stop} ({weights}): {trained_s / 60:.1f} min of training; {said} on {len(test)} test rows", flush=True)
+        return out
+
     for stop in range(args.every, args.steps + 1, args.every):
         started = time.monotonic()
         ft.train(model, tokenizer, train, steps=args.steps, batch_size=batch, learning_rate=rate, plan=p,
                  checkpoint_dir=checkpoints, save_every=args.every, stop_after=stop if stop < args.steps else None,
                  progress=False, schedule=args.schedule, warmup=args.warmup,
-                 schema=args.schema_prompt, neftune=args.neftune, seed=args.seed)
+                 schema=args.schema_prompt, neftune=args.neftune, seed=args.seed, callbacks=[averager] if averager else None)
         trained_s += time.monotonic() - started
-        replies = ft.predict(model, tokenizer, [r["message"] for r in test], schema=args.schema_prompt, progress=False)
-        table = ft.evaluate(replies, test)
-        for metric in METRICS:
-            row = table.loc[metric]
-            rows.append({"steps": stop, "training minutes": round(trained_s / 60, 2), "examples seen": stop * batch,
-                         "metric": metric, "rate": round(float(row["rate"]), 4), "low": round(float(row["low"]), 4),
-                         "high": round(float(row["high"]), 4), "n": int(row["n"]), "learning rate": rate,
-                         "batch": batch, "schedule": args.schedule, "warmup": args.warmup, "rank": args.rank,
-                         "targets": args.targets, "layers": layers, "run steps": args.steps,
-                         "prompt": "schema" if args.schema_prompt else "", "neftune": args.neftune or "", "seed": args.seed or "", "machine": machine, "date": day,
-                         "source": "scripts/cpu_learning_curve.py (Lab 03's CPU recipe, one run evaluated as it trains)"})
-        said = ", ".join(f"{m} {table.loc[m, 'rate']:.0%} ({table.loc[m, 'low']:.0%}-{table.loc[m, 'high']:.0%})" for m in METRICS[:4])
-        print(f"step {stop}: {trained_s / 60:.1f} min of training; {said} on {len(test)} test rows", flush=True)
+        # the weights scored: the last step's, and at the end of a run with --average also the mean (from the same run)
+        for average in ("", *([args.average] if averager and stop == args.steps else [])):
+            if average:
+                averager.apply()
+            rows += evaluation(stop, average)
+
     # a run of the same recipe on the same machine replaces its rows; another learning rate or batch adds its own
-    out = write_results(args.out, rows, same_run=("machine", "learning rate", "batch", "schedule", "warmup", "rank",
-                                                               "targets", "layers", "run steps", "prompt", "neftune", "seed", "steps", "metric"))
-    print(f"written to {out}")
+    same = ("machine", "learning rate", "batch", "schedule", "warmup", "rank", "targets", "layers", "run steps", "prompt", "neftune",
+            "seed", "average", "steps")
+    print(f"written to {write_results(args.out, rows, same_run=(*same, 'metric'))}")
+    if args.phrasing_out:
+        print(f"written to {write_results(args.phrasing_out, phrasing_rows, same_run=(*same, 'phrasing'))}")
     return 0
 
 

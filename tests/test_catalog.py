@@ -72,7 +72,10 @@ def test_training_memory_estimate_lands_within_its_stated_factor_of_recorded_pea
     top = estimate_training_memory("smollm2-135m", "fp32", 256, 8, device="cpu", adapted_layers=10)
     assert top.weights_gb == cpu.weights_gb and top.overhead_gb == pytest.approx(cpu.overhead_gb / 3)
     assert 1 / TRAIN_ESTIMATE_FACTOR <= 2.01 / top.total_gb <= TRAIN_ESTIMATE_FACTOR  # Lab 03's measured peak, 2026-12-06
-    assert plan("03").expected_memory_gb == pytest.approx(top.total_gb) and plan("03").adapted_layers == 10
+    # and Lab 03 holds two copies of the weights at its peak: the full fine-tuning run loads its own beside LoRA's
+    assert plan("03").copies == 2 and plan("03").expected_memory_gb == pytest.approx(top.total_gb + top.weights_gb)
+    assert 1 / TRAIN_ESTIMATE_FACTOR <= 2.72 / plan("03").expected_memory_gb <= TRAIN_ESTIMATE_FACTOR  # measured 2026-12-07
+    assert plan("03").adapted_layers == 10
     assert ("LoRA layers", "the top 10 of 30 (the backward pass stops there)") in plan("03").as_rows()
     monkeypatch.delenv("OTS_PLAN", raising=False)
     l4 = plan("03", describe_gpu("L4"))  # 24 GB: a 7B at batch 16 needs ~45 GB to train; the plan halves the batch

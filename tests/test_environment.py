@@ -139,7 +139,7 @@ def test_kit_and_colab_install_the_same_extras_and_embedded_model():
     # build-labs in a class copy (no solutions: only re-pointing the labs) needs [lab] alone
     assert set().union(*(commands[c] for c in ("setup", "lab", "serve", "bench-decode", "bench-serve"))) == {"lab"}
     assert commands["release"] == commands["grade"] == {"dev"} and commands["build-labs"] == {"lab", "dev"}
-    assert commands["gpu-check"] == {"dev,gpu"}
+    assert commands["gpu-check"] == {"dev,gpu"} and commands["run-solutions"] == {"dev"}
     assert 'setup "dev" "$scratch/convert.log"' in kit
     # Colab: the base list only (no extras), with Colab's own packages pinned in place
     assert re.search(r'--constraint "\$PINS" --override "\$OVERRIDES" -e \.$', colab, re.M)

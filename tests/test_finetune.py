@@ -536,3 +536,116 @@ def test_the_recorded_recipe_search_names_each_runs_recipe():
     assert search.index.str.contains("400 test rows").all() and search.index.str.contains("NEFTune 5").any()
     assert search.index.str.contains(", seed 1, ").any() and not search.index.str.contains("seed 0").any()
     assert (search["category low"] <= search["category"]).all() and search["category"].is_monotonic_decreasing
+
+
+def test_errors_are_grouped_by_the_held_out_phrasing_worst_first():
+    """Hand-made replies on real test rows: one phrasing all wrong, another half wrong, invalid JSON counted as no
+    answer; the reading's counts and the rate 'with those phrasings right' are worked out by hand below."""
+    rows = ft.load_tickets("test")
+    by = {}
+    for row in rows:
+        by.setdefault(row["templates"][0], []).append(row)
+    (a, rows_a), (b, rows_b), (c, rows_c) = sorted(by.items())[:3]
+    picked = rows_a[:4] + rows_b[:4] + rows_c[:2]
+    wrong_cat = "refund" if rows_a[0]["target"]["category"] != "refund" else "billing"
+
+    def reply(row, category):
+        return ft.target_json({**row["target"], "category": category})
+
+    replies = ([reply(r, wrong_cat) for r in rows_a[:4]] + [reply(r, r["target"]["category"]) for r in rows_b[:2]]
+               + ["not json", "{}"] + [reply(r, r["target"]["category"]) for r in rows_c[:2]])
+    table = ft.errors_by_phrasing(replies, picked)
+    assert list(table.index[:2]) == [a, b] and table.loc[a, "right"] == 0 and table.loc[b, "right"] == 0.5
+    assert table.loc[a, "mostly read as"] == wrong_cat and table.loc[b, "mostly read as"] == "None"
+    assert table.loc[c, "right"] == 1 and table.loc[c, "share of errors"] == 0 and table["share of errors"].sum() == pytest.approx(1)
+    assert table.loc[a, "share of errors"] == pytest.approx(4 / 6)
+    reading = ft.phrasing_reading(table, worst=1)
+    # 6 of 10 wrong: rate 40 %; the worst phrasing holds 4 of them (67 %); with it right, 8 of 10 = 80 %
+    assert "4 of the 6 errors (67%) sit in 1 of 3 phrasings" in reading and "Rate now 40%" in reading and "would be 80%" in reading
+    # with a bar: the phrasing under half right (a: 4 rows) caps the rate at 6 of 10, whose 95 % interval starts at 31 %
+    capped = ft.phrasing_reading(table, worst=1, bar=0.5)
+    assert "The 1 phrasing misread on most of their rows cap the rate at 60% (95 % interval from 31%)" in capped
+    assert capped.endswith("a model that misreads them cannot pass on these rows.") and capped.startswith(reading)
+    # at a 25 % bar the ceiling passes: 6 of 10 has its low end at 31 %, 5 of 10 at 24 %: room for no other error on
+    # the 6 rows of the other phrasings; at 15 %, 4 of 10 (17 %) still passes and 3 of 10 (11 %) does not: room for 2
+    assert ft.phrasing_reading(table, bar=0.25).endswith("only with at most 0 other errors on the other 6 rows.")
+    assert ft.phrasing_reading(table, bar=0.15).endswith("only with at most 2 other errors on the other 6 rows.")
+    assert ft.phrasing_reading(ft.errors_by_phrasing([reply(r, r["target"]["category"]) for r in picked], picked)) == \
+        "no errors on 10 held-out rows"
+    with pytest.raises(InputError, match="templates"):
+        ft.errors_by_phrasing(["x"], [{"message": "hi", "target": rows[0]["target"]}])
+    with pytest.raises(InputError, match="predictions for"):
+        ft.errors_by_phrasing(replies[:3], picked)
+
+
+def test_tail_average_ends_with_the_mean_of_the_last_steps_weights_and_survives_a_resume(tmp_path):
+    """``train(average=...)``'s callback, driven step by step: the weights after steps 3 and 4 of 4 (start=2) are
+    averaged, a frozen weight is left alone, and the running mean saved with a checkpoint at step 3 and loaded into a
+    fresh callback (a resumed session) ends with the same mean."""
+    import types
+
+    import torch
+
+    model = torch.nn.Linear(2, 2)
+    model.bias.requires_grad = False
+    frozen = model.bias.detach().clone()
+
+    def run(callback, steps, start_at=1):
+        for step in range(start_at, steps + 1):
+            with torch.no_grad():
+                model.weight.fill_(float(step))
+            state = types.SimpleNamespace(global_step=step)
+            callback.on_step_end(None, state, None)
+            if step == 3:
+                (tmp_path / "checkpoint-3").mkdir(exist_ok=True)
+                callback.on_save(None, state, None)
+
+    whole = ft.TailAverage(model, start=2, folder=tmp_path)
+    run(whole, 4)
+    whole.apply()
+    assert torch.allclose(model.weight, torch.full((2, 2), 3.5)) and torch.equal(model.bias, frozen)
+    resumed = ft.TailAverage(model, start=2, folder=tmp_path)
+    resumed.load(tmp_path / "checkpoint-3")
+    run(resumed, 4, start_at=4)
+    resumed.apply()
+    assert torch.allclose(model.weight, torch.full((2, 2), 3.5))
+    untouched = ft.TailAverage(model, start=4)
+    untouched.apply()  # nothing averaged yet: the model keeps its weights
+    assert torch.allclose(model.weight, torch.full((2, 2), 3.5))
+
+
+def test_the_courses_errors_by_phrasing_read_as_a_run_per_column(tmp_path):
+    import pandas as pd
+
+    assert ft.phrasing_results(tmp_path / "missing.csv") is None
+    rows = [{"phrasing": p, "right": r, "seed": s, "average": a, "date": "2026-12-07"}
+            for p, by_run in (("a/1", (0.0, 0.1)), ("b/2", (0.9, 1.0)), ("c/3", (0.5, 0.4)))
+            for (s, a), r in zip(((None, None), (1, 0.5)), by_run)]
+    pd.DataFrame(rows).to_csv(tmp_path / "errors.csv", index=False)
+    table = ft.phrasing_results(tmp_path / "errors.csv", shown=2)
+    assert list(table.index) == ["a/1", "c/3"]  # worst on average first, the best left out
+    assert list(table.columns) == ["seed 0 (2026-12-07)", "seed 1, mean of last 50% (2026-12-07)"]
+    assert table.loc["c/3", "seed 1, mean of last 50% (2026-12-07)"] == 0.4
+
+
+def test_training_with_average_ends_with_the_mean_of_the_last_steps_weights():
+    """End to end through the Trainer: 3 steps with average=0.67 end with the mean of the weights after steps 2 and 3
+    (recorded by a callback passed in beside it), not with step 3's own weights."""
+    import torch
+    from transformers import TrainerCallback
+
+    from helpers.models import load_model
+
+    model, tokenizer = load_model("smollm2-135m", precision="fp32", device="cpu")
+    model = ft.unfreeze_top_layers(model, 1)
+    weight = model.model.layers[-1].mlp.down_proj.weight
+    after = []
+
+    class Record(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            after.append(weight.detach().clone())
+
+    ft.train(model, tokenizer, ft.load_tickets("train")[:6], steps=3, batch_size=2, learning_rate=1e-3, progress=False,
+             average=0.67, callbacks=[Record()])
+    assert len(after) == 3 and not torch.equal(after[1], after[2])
+    assert torch.allclose(weight, (after[1] + after[2]) / 2, atol=1e-7) and not torch.allclose(weight, after[2], atol=1e-7)

@@ -300,8 +300,10 @@ def proven_gguf(model_dir: str | Path) -> Path | None:
 
 
 def tuning_survival(base: str | Path, tuned: str | Path, quants: tuple[str, ...] = WRITABLE):
-    """What each GGUF type's rounding leaves of the tuning: over every 2-D weight matrix of the merged ``tuned`` folder
-    against the ``base`` model's folder, the tuning's own size (||tuned - base|| / ||base||), the share of its
+    """What each GGUF type's rounding leaves of the tuning: over every 2-D weight matrix the tuning changed in the merged
+    ``tuned`` folder (all of them after LoRA on every layer; only the trained layers' after full fine-tuning of the top
+    layers: rounding a matrix the tuning never touched says nothing about the tuning) against the ``base`` model's
+    folder, the tuning's own size (||tuned - base|| / ||base||), the share of its
     direction the rounded file keeps (the projection of file - base on tuned - base, over ||tuned - base||^2: 1 keeps
     it all, 0 is the base model again) and the rounding error against the tuning (||file - tuned|| / ||tuned - base||:
     above 1 the noise is larger than what training changed). One row per type, the matrices pooled."""
@@ -319,7 +321,8 @@ def tuning_survival(base: str | Path, tuned: str | Path, quants: tuple[str, ...]
         return found
 
     before, after = weights(base), weights(tuned)
-    names = [n for n in sorted(after) if after[n].ndim == 2 and n in before and n != "lm_head.weight" and "embed" not in n]
+    names = [n for n in sorted(after) if after[n].ndim == 2 and n in before and n != "lm_head.weight" and "embed" not in n
+             and not np.array_equal(after[n], before[n])]
     rows = []
     for quant in quants:
         kind = getattr(gguf.GGMLQuantizationType, quant.upper())
@@ -332,7 +335,7 @@ def tuning_survival(base: str | Path, tuned: str | Path, quants: tuple[str, ...]
             kept += float((back - b).ravel() @ delta)
             error += float(np.sum((back - t) ** 2))
             base_norm += float(np.sum(b ** 2))
-        if tuning == 0:
+        if tuning == 0 or not names:
             raise ExportError(f"{tuned} holds the base model's weights unchanged: there is no tuning to keep",
                               fix="pass the merged folder Lab 03 wrote after training (results.artifact('03', 'merged'))")
         rows.append({"GGUF": quant.upper(), "tuning / weights": (tuning / base_norm) ** 0.5, "tuning kept": kept / tuning,
