@@ -377,8 +377,9 @@ def layouts_reading(table) -> list[str]:
 
 
 # A file that changes more than 1 triage in 4 of the tuned model's is not the model you tuned. Not stricter: a 135M
-# model tuned for 12 steps answers many rows on near-ties, and Q8_0's rounding (~0.4 % per weight) flips some of
-# them; measured 81-94 % same triage on 16-32 test rows across runs here (Q4_0: 0 %, a different model).
+# model answers many rows on near-ties, and Q8_0's rounding (~0.4 % per weight) flips some of them; measured 81-94 %
+# same triage on 12-32 test rows across runs here, LoRA-tuned and fully tuned models alike (Q4_0: 0-9 %, a different
+# model; datasets/results/gguf_layouts.csv).
 SAME_TRIAGE_BAR = 0.75
 
 
