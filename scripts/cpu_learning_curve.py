@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = Path(tempfile.mkdtemp(prefix="ots-curve-"))
     machine, day = cpu_description(), dt.date.today().isoformat()
     rows, phrasing_rows, trained_s = [], [], 0.0
-    averager = ft.TailAverage(model, start=args.steps - max(1, round(args.steps * args.average))) if args.average else None
+    averager = ft.TailAverage(model, args.steps, args.average) if args.average else None
 
     def evaluation(stop: int, average) -> list[dict]:
         replies = ft.predict(model, tokenizer, [r["message"] for r in test], schema=args.schema_prompt, progress=False)

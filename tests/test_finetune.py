@@ -579,8 +579,8 @@ def test_errors_are_grouped_by_the_held_out_phrasing_worst_first():
 
 
 def test_tail_average_ends_with_the_mean_of_the_last_steps_weights_and_survives_a_resume(tmp_path):
-    """``train(average=...)``'s callback, driven step by step: the weights after steps 3 and 4 of 4 (start=2) are
-    averaged, a frozen weight is left alone, and the running mean saved with a checkpoint at step 3 and loaded into a
+    """``train(average=...)``'s callback, driven step by step: the weights after steps 3 and 4 of 4 are
+    averaged (the last half of 4 steps), a frozen weight is left alone, and the running mean saved with a checkpoint at step 3 and loaded into a
     fresh callback (a resumed session) ends with the same mean."""
     import types
 
@@ -600,16 +600,16 @@ def test_tail_average_ends_with_the_mean_of_the_last_steps_weights_and_survives_
                 (tmp_path / "checkpoint-3").mkdir(exist_ok=True)
                 callback.on_save(None, state, None)
 
-    whole = ft.TailAverage(model, start=2, folder=tmp_path)
+    whole = ft.TailAverage(model, 4, 0.5, folder=tmp_path)
     run(whole, 4)
     whole.apply()
     assert torch.allclose(model.weight, torch.full((2, 2), 3.5)) and torch.equal(model.bias, frozen)
-    resumed = ft.TailAverage(model, start=2, folder=tmp_path)
+    resumed = ft.TailAverage(model, 4, 0.5, folder=tmp_path)
     resumed.load(tmp_path / "checkpoint-3")
     run(resumed, 4, start_at=4)
     resumed.apply()
     assert torch.allclose(model.weight, torch.full((2, 2), 3.5))
-    untouched = ft.TailAverage(model, start=4)
+    untouched = ft.TailAverage(model, 4, 0.5)
     untouched.apply()  # nothing averaged yet: the model keeps its weights
     assert torch.allclose(model.weight, torch.full((2, 2), 3.5))
 

@@ -7,6 +7,7 @@ The task: read a customer message, answer with strict JSON
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import re
@@ -404,6 +405,7 @@ def last_checkpoint(folder: str | Path, fingerprint: str | None = None) -> Path 
     return max(found, key=lambda c: int(c.name.split("-")[-1]), default=None)
 
 
+@functools.cache
 def _tail_average_class():
     from transformers import TrainerCallback
 
@@ -457,10 +459,10 @@ def _tail_average_class():
     return TailAverage
 
 
-def TailAverage(model, start: int, folder=None):
-    """A Trainer callback keeping the mean of ``model``'s trainable weights after each step past ``start``;
-    ``.apply()`` loads it into the model (what ``train(average=...)`` ends with)."""
-    return _tail_average_class()(model, start, folder)
+def TailAverage(model, steps: int, share: float, folder=None):
+    """A Trainer callback keeping the mean of ``model``'s trainable weights after each of the last ``share`` of a run's
+    ``steps`` (at least the last one); ``.apply()`` loads it into the model (what ``train(average=share)`` ends with)."""
+    return _tail_average_class()(model, steps - max(1, round(steps * share)), folder)
 
 
 def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int = 8, learning_rate: float = 2e-3, seed: int = 0,
@@ -483,7 +485,7 @@ def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int =
     (then ask the tuned model with ``predict(..., schema=True)``); by default the one-line instruction. ``neftune``:
     noise on the input embeddings while training (NEFTune's alpha, e.g. 5; transformers' ``neftune_noise_alpha``).
     ``average``: the model ends with the mean of its trained weights over that last share of the steps (0.5: the weights
-    after each step of the second half), not the last step's weights (:class:`TailAverage`); a checkpoint carries the
+    after each step of the second half), not the last step's weights (:func:`TailAverage`); a checkpoint carries the
     running mean, so a resumed run ends with the same one. ``callbacks``: more ``TrainerCallback`` objects for the run
     (e.g. a :func:`TailAverage` the caller applies itself, to score the last step's weights and the mean from one run).
     """
@@ -556,7 +558,7 @@ def train(model, tokenizer, rows: list[dict], steps: int = 60, batch_size: int =
     clock = StepClock()
     callbacks = [clock, *(callbacks or [])]
     if average:
-        averager = TailAverage(model, start=steps - max(1, round(steps * average)), folder=checkpoint_dir)
+        averager = TailAverage(model, steps, average, folder=checkpoint_dir)
         if resume is not None:
             averager.load(resume)
         callbacks.append(averager)

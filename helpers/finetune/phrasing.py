@@ -11,6 +11,8 @@ from collections import Counter
 from ..errors import InputError
 from .lora import parse_prediction, wilson_interval
 
+__all__ = ["errors_by_phrasing", "phrasing_reading", "phrasing_results"]
+
 EXAMPLE_CHARS = 90
 
 
